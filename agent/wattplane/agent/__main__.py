@@ -1,0 +1,84 @@
+"""``wattplane-agent``: run the node agent (DaemonSet entry point)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from prometheus_client import CollectorRegistry
+from wattplane.agent import server
+from wattplane.agent.engine import NodeEngine
+from wattplane.agent.gpu.base import GpuBackend
+from wattplane.agent.journal import Journal
+from wattplane.agent.kube import NodeObjects
+from wattplane.agent.loop import AgentLoop
+from wattplane.agent.metrics import AgentCollector
+from wattplane.agent.settings import AgentSettings
+from wattplane.kube.client import api_client
+
+logger = logging.getLogger("wattplane.agent")
+
+
+def make_backend(settings: AgentSettings) -> GpuBackend:
+    """The GPU backend the settings ask for."""
+    if settings.backend == "sim":
+        from wattplane.agent.gpu.simulated import SimulatedBackend
+
+        return SimulatedBackend(
+            node_name=settings.node_name,
+            gpu_count=settings.sim_gpu_count,
+            model=settings.sim_model,
+            state_file=settings.sim_state_file,
+        )
+    from wattplane.agent.gpu.nvml import NvmlBackend
+
+    return NvmlBackend()
+
+
+async def amain(settings: AgentSettings) -> int:
+    """Run the agent until SIGTERM/SIGINT."""
+    backend = make_backend(settings)
+    engine = NodeEngine(backend, Journal(settings.journal_path), dry_run=settings.dry_run)
+    api = await api_client(settings.kubeconfig)
+    loop = AgentLoop(settings, engine, NodeObjects(api, settings.node_name))
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(settings.node_name, lambda: loop.status, lambda: loop.spec, lambda: engine.stats))
+    runner, port = await server.start(
+        server.build_app(registry, lambda: loop.ready), settings.metrics_host, settings.metrics_port
+    )
+    logger.info("agent for node %s: backend %s, metrics on port %d", settings.node_name, backend.info.name, port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        await loop.run(stop)
+    finally:
+        await runner.cleanup()
+        await api.close()
+        backend.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags (they override ``WATTPLANE_AGENT_*``) and run."""
+    parser = argparse.ArgumentParser(prog="wattplane-agent", description=__doc__)
+    parser.add_argument("--node", help="node name (default: $NODE_NAME)")
+    parser.add_argument("--backend", choices=["nvml", "sim"])
+    parser.add_argument("--kubeconfig")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    overrides = {
+        k: v for k, v in {"node_name": args.node, "backend": args.backend, "kubeconfig": args.kubeconfig}.items() if v
+    }
+    settings = AgentSettings(**overrides)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.node_name:
+        parser.error("no node name: pass --node or set NODE_NAME")
+    return asyncio.run(amain(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""GPU backends behind one protocol: NVML on real hardware, a simulator elsewhere."""

@@ -1,0 +1,50 @@
+"""Agent settings, from the environment (``WATTPLANE_AGENT_*``; ``NODE_NAME`` from the downward API)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    """Everything the agent can be told. Units are in the names."""
+
+    model_config = SettingsConfigDict(env_prefix="WATTPLANE_AGENT_", extra="ignore")
+
+    node_name: str = Field(default="", validation_alias=AliasChoices("WATTPLANE_AGENT_NODE_NAME", "NODE_NAME"))
+    """The node this agent manages (the DaemonSet sets NODE_NAME from spec.nodeName)."""
+    backend: Literal["nvml", "sim"] = "nvml"
+    """GPU backend: real GPUs through NVML, or simulated ones."""
+    sim_gpu_count: int = Field(default=4, ge=0, le=64)
+    """Simulated GPUs on this node (sim backend)."""
+    sim_model: str = "A40"
+    """Simulated GPU model (sim backend)."""
+    sim_state_file: Path | None = None
+    """Where simulated device state persists (it outlives the agent, like real device state)."""
+    sim_load: float = Field(default=0.9, ge=0.0, le=1.0)
+    """Load of a simulated GPU that a pod holds (fraction of its uncapped demand)."""
+    pod_mapper: Literal["podresources", "sim"] = "podresources"
+    """How GPUs are attributed to pods: the kubelet PodResources API, or the simulated mapper."""
+    podresources_socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
+    """The kubelet PodResources socket (mount its directory, not the socket)."""
+    journal_path: Path = Path("/var/lib/wattplane/journal.json")
+    """Node-local record of the GPUs' prior state (a hostPath in the chart)."""
+    status_interval_s: float = Field(default=10.0, gt=0)
+    """How often GpuNode status is written when nothing material changes, seconds."""
+    tick_s: float = Field(default=1.0, ge=0.1, le=60)
+    """Local control-loop period: device reads, budget enforcement, seconds."""
+    pod_sync_interval_s: float = Field(default=5.0, gt=0)
+    """How often the pod-to-GPU mapping is refreshed, seconds."""
+    restore_on_exit: bool = False
+    """Restore every changed GPU on SIGTERM (set by the chart's restoreOnUninstall)."""
+    dry_run: bool = False
+    """Never write to devices; report what would be done."""
+    metrics_port: int = Field(default=9402, ge=0, le=65535)
+    """Port of /metrics, /healthz and /readyz (0 picks a free port)."""
+    metrics_host: str = "0.0.0.0"
+    """Address the metrics server binds."""
+    kubeconfig: str | None = None
+    """Kubeconfig path when running outside a pod."""

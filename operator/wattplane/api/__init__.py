@@ -1,0 +1,1 @@
+"""Wire types of the ``wattplane.io`` API, the single source of truth for the CRDs."""

@@ -1,0 +1,109 @@
+"""Pod annotations users set to steer wattplane, and their parsing.
+
+Annotations are user input: a garbage value must never break planning. :func:`parse_pod_annotations`
+therefore always returns a usable :class:`PodIntent`, falling back to the default for every value
+it cannot read and listing each problem in ``problems`` so the operator can post an event on the pod.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+PREFIX: Final = "wattplane.io/"
+JOB: Final = PREFIX + "job"
+PRIORITY: Final = PREFIX + "priority"
+WORKLOAD: Final = PREFIX + "workload"
+POLICY: Final = PREFIX + "policy"
+OPT_OUT: Final = PREFIX + "opt-out"
+MIN_POWER_WATTS: Final = PREFIX + "min-power-watts"
+MAX_SLOWDOWN: Final = PREFIX + "max-slowdown"
+PROGRESS_METRIC: Final = PREFIX + "progress-metric"
+
+KNOWN: Final = frozenset({JOB, PRIORITY, WORKLOAD, POLICY, OPT_OUT, MIN_POWER_WATTS, MAX_SLOWDOWN, PROGRESS_METRIC})
+
+#: Named priorities; integers 0-1000 are accepted too. Higher is cut later under a budget.
+PRIORITY_NAMES: Final = {"low": 0, "normal": 500, "high": 1000}
+DEFAULT_PRIORITY: Final = PRIORITY_NAMES["normal"]
+
+Workload = Literal["training", "inference"]
+
+
+@dataclass(frozen=True)
+class PodIntent:
+    """What a pod's annotations ask for, with defaults where they were absent or unreadable."""
+
+    job: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    workload: Workload | None = None
+    policy: str | None = None
+    opt_out: bool = False
+    min_power_watts: float | None = None
+    max_slowdown: float | None = None
+    progress_metric: str | None = None
+    problems: tuple[str, ...] = field(default=())
+
+
+def _parse_priority(raw: str) -> int:
+    text = raw.strip().lower()
+    if text in PRIORITY_NAMES:
+        return PRIORITY_NAMES[text]
+    value = int(text)  # ValueError on garbage
+    if not 0 <= value <= 1000:
+        raise ValueError("must be low, normal, high or an integer in 0..1000")
+    return value
+
+
+def _parse_positive_float(raw: str, *, upper: float | None = None) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+        bound = f" and at most {upper:g}" if upper is not None else ""
+        raise ValueError(f"must be a finite number above 0{bound}")
+    return value
+
+
+def _parse_bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0", ""):
+        return False
+    raise ValueError('must be "true" or "false"')
+
+
+def parse_pod_annotations(annotations: Mapping[str, str]) -> PodIntent:  # noqa: C901 - flat table
+    """Read every ``wattplane.io/`` annotation; never raises."""
+    values: dict[str, object] = {}
+    problems: list[str] = []
+    for key, raw in sorted(annotations.items()):
+        if not key.startswith(PREFIX):
+            continue
+        if key not in KNOWN:
+            problems.append(f"unknown annotation {key!r} ignored")
+            continue
+        try:
+            if key == JOB:
+                if raw.strip():
+                    values["job"] = raw.strip()
+            elif key == PRIORITY:
+                values["priority"] = _parse_priority(raw)
+            elif key == WORKLOAD:
+                if raw.strip() not in ("training", "inference"):
+                    raise ValueError('must be "training" or "inference"')
+                values["workload"] = raw.strip()
+            elif key == POLICY:
+                if raw.strip():
+                    values["policy"] = raw.strip()
+            elif key == OPT_OUT:
+                values["opt_out"] = _parse_bool(raw)
+            elif key == MIN_POWER_WATTS:
+                values["min_power_watts"] = _parse_positive_float(raw)
+            elif key == MAX_SLOWDOWN:
+                values["max_slowdown"] = _parse_positive_float(raw, upper=10.0)
+            elif key == PROGRESS_METRIC and raw.strip():
+                values["progress_metric"] = raw.strip()
+        except ValueError as exc:
+            problems.append(f"{key}={raw[:64]!r} is invalid ({exc}); using the default")
+    return PodIntent(problems=tuple(problems), **values)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The ``wattplane`` command line: demo, status, carbon look-ups and standalone mode."""

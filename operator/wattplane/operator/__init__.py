@@ -1,0 +1,1 @@
+"""The kopf operator: watches policies, pods and GpuNodes, and writes plans."""

@@ -1,0 +1,89 @@
+"""kopf handlers: translate watch events into :class:`FleetState` updates, nothing more.
+
+Every handler is a line or two. Deciding happens in the planner, writing in :mod:`reconcile`. The
+only handler that waits is the EnergyPolicy finalizer: it holds deletion until a planning round has
+written the plans without that policy, so "delete the policy" reliably means "restore the GPUs".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+from wattplane.api.v1alpha1 import energypolicy, gpunode
+from wattplane.kube.client import api_client
+from wattplane.operator.reconcile import Reconciler
+from wattplane.operator.settings import OperatorSettings
+from wattplane.operator.state import FleetState
+
+EP = (energypolicy.CRD.group, energypolicy.CRD.version, energypolicy.CRD.plural)
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+GN = (gpunode.CRD.group, gpunode.CRD.version, gpunode.CRD.plural)
+
+
+@kopf.on.startup()
+async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
+    """Build the shared state and client, tune kopf, start the planning loop."""
+    ours = OperatorSettings()
+    settings.watching.server_timeout = 300  # re-establish watches regularly (kopf#204, #698)
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.WARNING
+    settings.persistence.finalizer = "wattplane.io/restore-gpus"
+    memo.state = FleetState()
+    memo.api = await api_client(ours.kubeconfig)
+    memo.reconciler = Reconciler(ours, memo.state, memo.api)
+    memo.loop_task = asyncio.create_task(memo.reconciler.run(), name="planning-loop")
+    logger.info("wattplane operator started (plan TTL %d s)", ours.plan_ttl_s)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the planning loop and close the client."""
+    memo.loop_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.loop_task
+    await memo.api.close()
+
+
+def _deleted(event: kopf.RawEvent) -> bool:
+    return event["type"] == "DELETED"
+
+
+@kopf.on.event("", "v1", "pods")
+async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Pods: labels, annotations, node and phase feed selection."""
+    memo.state.put_pod(event["object"], deleted=_deleted(event))
+    memo.reconciler.trigger()
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Namespaces: their labels feed namespaceSelectors."""
+    memo.state.put_namespace(event["object"], deleted=_deleted(event))
+    memo.reconciler.trigger()
+
+
+@kopf.on.event(*GN)
+async def gpunode_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """GpuNodes: the GPUs agents report and the plans they hold."""
+    memo.state.put_gpunode(event["object"], deleted=_deleted(event))
+    memo.reconciler.trigger()
+
+
+@kopf.on.event(*EP)
+async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """EnergyPolicies: every change, including a deletion mark, replans."""
+    memo.state.put_policy(event["object"], deleted=_deleted(event))
+    memo.reconciler.trigger()
+
+
+@kopf.on.delete(*EP)
+async def policy_delete(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
+    """Hold the finalizer until the plans without this policy are written (GPUs get restored)."""
+    memo.state.put_policy(dict(body))  # carries deletionTimestamp: excluded from planning
+    await memo.reconciler.round_after_now()
+    logger.info("plans without EnergyPolicy %s written; agents restore the GPUs it governed", body["metadata"]["name"])

@@ -1,0 +1,174 @@
+"""The planning loop: debounce events, plan, and write only what changed.
+
+One round = snapshot the :class:`FleetState`, run the pure planner, then PATCH the GpuNode specs that
+differ and the EnergyPolicy statuses that changed, and post an event on pods with bad annotations.
+Rounds never overlap; a round's failure is logged and the next one retries, so the loop never dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from wattplane.api.v1alpha1 import energypolicy, gpunode
+from wattplane.operator.decisions import node_spec_update, policy_status, status_material
+from wattplane.operator.settings import OperatorSettings
+from wattplane.operator.state import FleetState
+from wattplane.planner.plan import Plan, plan
+from wattplane.planner.snapshot import PodKey
+
+logger = logging.getLogger(__name__)
+
+
+class Reconciler:
+    """Owns the planning loop and every write the operator makes."""
+
+    def __init__(self, settings: OperatorSettings, state: FleetState, api: client.ApiClient) -> None:
+        self.settings = settings
+        self.state = state
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._dirty = asyncio.Event()
+        self._round_done = asyncio.Condition()
+        self._rounds = 0
+        self._written_status: dict[str, tuple[Mapping[str, Any], float, dict[str, Any]]] = {}
+        self._warned_pods: dict[PodKey, tuple[str, ...]] = {}
+        self.last_plan: Plan | None = None
+        self.api_writes = 0
+
+    def trigger(self) -> None:
+        """Ask for a planning round soon (debounced)."""
+        self._dirty.set()
+
+    async def round_after_now(self) -> None:
+        """Wait until a round that started after this call has finished."""
+        async with self._round_done:
+            target = self._rounds + 2  # the round in flight may predate the caller's change
+            self.trigger()
+            await self._round_done.wait_for(lambda: self._rounds >= target)
+
+    async def run(self) -> None:
+        """Plan forever: on events (debounced) and at least every ``resync_interval_s``."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=self.settings.resync_interval_s)
+            await asyncio.sleep(self.settings.debounce_s)
+            self._dirty.clear()
+            try:
+                await self.run_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("planning round failed; retrying on the next trigger")
+                self._dirty.set()
+                await asyncio.sleep(1.0)
+            async with self._round_done:
+                self._rounds += 1
+                self._round_done.notify_all()
+
+    async def run_round(self) -> Plan:
+        """One planning round with its writes."""
+        now = datetime.now(UTC)
+        views = [p.view for p in self.state.policies.values() if p.view is not None]
+        result = plan(self.state.snapshot(), views)
+        self.last_plan = result
+        for node, targets in result.nodes.items():
+            record = self.state.nodes.get(node)
+            if record is None:
+                continue
+            update = node_spec_update(record.spec, targets, now=now, ttl_seconds=self.settings.plan_ttl_s)
+            if update is not None:
+                await self._patch_node_spec(node, update.to_wire())
+                record.spec = update  # our own write; the watch event will confirm it
+        for name, parsed in list(self.state.policies.items()):
+            if parsed.view is not None and parsed.view.deleting:
+                continue
+            status = policy_status(parsed, result.policies.get(name), now=now).to_wire()
+            await self._maybe_patch_policy_status(name, status)
+        await self._warn_pods(result)
+        return result
+
+    async def _patch_node_spec(self, node: str, spec: dict[str, Any]) -> None:
+        try:
+            await self._custom.patch_cluster_custom_object(
+                gpunode.CRD.group,
+                gpunode.CRD.version,
+                gpunode.CRD.plural,
+                node,
+                {"spec": spec},
+                _content_type="application/merge-patch+json",
+            )
+            self.api_writes += 1
+            logger.info("GpuNode %s: plan generation %s", node, spec.get("planGeneration"))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            logger.info("GpuNode %s vanished before its plan could be written", node)
+
+    async def _maybe_patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        material = status_material(status)
+        loop_time = asyncio.get_running_loop().time()
+        previous = self._written_status.get(name)
+        if previous is not None:
+            same_material = previous[0] == material
+            recent = loop_time - previous[1] < self.settings.status_refresh_s
+            if same_material and (recent or previous[2] == status):
+                return
+        try:
+            await self._custom.patch_cluster_custom_object_status(
+                energypolicy.CRD.group,
+                energypolicy.CRD.version,
+                energypolicy.CRD.plural,
+                name,
+                {"status": status},
+                _content_type="application/merge-patch+json",
+            )
+            self.api_writes += 1
+            self._written_status[name] = (material, loop_time, status)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def _warn_pods(self, result: Plan) -> None:
+        for key, problems in result.pod_problems.items():
+            if self._warned_pods.get(key) == problems:
+                continue
+            self._warned_pods[key] = problems
+            pod = self.state.pods.get(key)
+            if pod is None:
+                continue
+            await self.post_event(
+                namespace=key[0],
+                involved={"apiVersion": "v1", "kind": "Pod", "name": key[1], "namespace": key[0], "uid": pod.uid},
+                reason="InvalidAnnotation",
+                message="; ".join(problems),
+                type_="Warning",
+            )
+
+    async def post_event(
+        self, *, namespace: str, involved: dict[str, str], reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        """Post a core/v1 Event; failures are logged, never raised (events are best effort)."""
+        now = datetime.now(UTC)
+        body = {
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "wattplane-operator"},
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+        }
+        try:
+            await self._core.create_namespaced_event(namespace, body)
+            self.api_writes += 1
+        except ApiException as exc:
+            logger.warning("could not post event %s on %s: %s", reason, involved.get("name"), exc.reason)

@@ -1,0 +1,1 @@
+"""Pure planning: fleet snapshot + policies → per-GPU targets. No I/O, no clocks, no clients."""
