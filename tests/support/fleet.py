@@ -1,0 +1,91 @@
+"""pytest plugin: fake GPU nodes with agent processes and the operator, on the real API server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from controlplane import ControlPlane, Process
+from kubeapi import connect, create_node
+
+
+@dataclass
+class Fleet:
+    """Fake nodes with one agent process each, plus the operator process."""
+
+    cp: ControlPlane
+    nodes: list[str]
+    workdir: Path
+    agents: dict[str, Process] = field(default_factory=dict)
+    operator: Process | None = None
+
+    def state_file(self, node: str) -> Path:
+        """The simulated device state of a node (it outlives its agent, like real GPUs)."""
+        return self.workdir / f"{node}.gpus.json"
+
+    def journal(self, node: str) -> Path:
+        """The agent's prior-state journal on a node."""
+        return self.workdir / f"{node}.journal.json"
+
+    def start_agent(self, node: str) -> Process:
+        """Start (or restart) the agent of ``node`` on the simulated backend."""
+        process = self.cp.spawn_python(
+            f"agent-{node}",
+            "wattplane.agent",
+            ["--node", node, "--backend", "sim"],
+            WATTPLANE_AGENT_POD_MAPPER="sim",
+            WATTPLANE_AGENT_SIM_GPU_COUNT="4",
+            WATTPLANE_AGENT_SIM_MODEL="A40",
+            WATTPLANE_AGENT_SIM_STATE_FILE=str(self.state_file(node)),
+            WATTPLANE_AGENT_JOURNAL_PATH=str(self.journal(node)),
+            WATTPLANE_AGENT_STATUS_INTERVAL_S="2",
+            WATTPLANE_AGENT_POD_SYNC_INTERVAL_S="1",
+            WATTPLANE_AGENT_TICK_S="0.5",
+            WATTPLANE_AGENT_METRICS_PORT="0",
+            WATTPLANE_AGENT_METRICS_HOST="127.0.0.1",
+        )
+        self.agents[node] = process
+        return process
+
+    def start_operator(self) -> Process:
+        """Start the operator."""
+        self.operator = self.cp.spawn_python(
+            "operator",
+            "wattplane.operator",
+            [],
+            WATTPLANE_OPERATOR_DEBOUNCE_S="0.2",
+            WATTPLANE_OPERATOR_RESYNC_INTERVAL_S="5",
+        )
+        return self.operator
+
+    def logs(self) -> str:
+        """Tails of every process log, for failure messages."""
+        procs = [*self.agents.values(), *([self.operator] if self.operator else [])]
+        return "\n".join(f"--- {p.name}\n{p.tail(25)}" for p in procs)
+
+
+async def _create_nodes(cp: ControlPlane, names: list[str]) -> None:
+    api = await connect(cp.kubeconfig)
+    async with api:
+        for name in names:
+            await create_node(api, name, gpus=4, labels={"wattplane.io/rack": "r1"})
+
+
+@pytest.fixture(scope="module")
+def fleet(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    """Three fake GPU nodes with agents, and the operator, for one test module."""
+    prefix = request.module.__name__.rsplit(".", 1)[-1].replace("test_", "").replace("_", "-")[:12]
+    names = [f"{prefix}-n{i}" for i in range(1, 4)]
+    asyncio.run(_create_nodes(control_plane, names))
+    fleet = Fleet(control_plane, names, tmp_path_factory.mktemp("fleet"))
+    for node in names:
+        fleet.start_agent(node)
+    fleet.start_operator()
+    try:
+        yield fleet
+    finally:
+        for process in [*fleet.agents.values(), *([fleet.operator] if fleet.operator else [])]:
+            process.stop()
