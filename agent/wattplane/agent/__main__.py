@@ -10,6 +10,7 @@ import sys
 
 from prometheus_client import CollectorRegistry
 from wattplane.agent import server
+from wattplane.agent.attribution import podresources_source
 from wattplane.agent.engine import NodeEngine
 from wattplane.agent.gpu.base import GpuBackend
 from wattplane.agent.journal import Journal
@@ -43,7 +44,12 @@ async def amain(settings: AgentSettings) -> int:
     backend = make_backend(settings)
     engine = NodeEngine(backend, Journal(settings.journal_path), dry_run=settings.dry_run)
     api = await api_client(settings.kubeconfig)
-    loop = AgentLoop(settings, engine, NodeObjects(api, settings.node_name))
+    source = None
+    if settings.pod_mapper == "podresources":
+        mig_parents = getattr(backend, "mig_parent_uuids", dict)
+        uuids = [d.identity.uuid for d in backend.devices()]
+        source = podresources_source(settings.podresources_socket, uuids, mig_parents)
+    loop = AgentLoop(settings, engine, NodeObjects(api, settings.node_name), assignment_source=source)
     registry = CollectorRegistry()
     registry.register(AgentCollector(settings.node_name, lambda: loop.status, lambda: loop.spec, lambda: engine.stats))
     runner, port = await server.start(
