@@ -1,5 +1,8 @@
-"""Bad input on the real API server: nonsense policies are refused by the CRD schema with a clear
-message, and garbage pod annotations produce a Warning event on the pod instead of breaking planning."""
+"""Bad input on the real API server.
+
+Nonsense policies are refused by the CRD schema with a clear message, and garbage pod annotations
+produce a Warning event on the pod instead of breaking planning.
+"""
 
 from __future__ import annotations
 

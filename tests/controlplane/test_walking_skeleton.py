@@ -87,7 +87,10 @@ async def test_policy_caps_selected_gpus_and_restores_on_delete(fleet: Fleet, ap
         assert (owner["kind"], owner["name"]) == ("Node", gn["metadata"]["name"])
 
     spec = {
-        "selector": {"namespaceSelector": {"matchLabels": {"team": "ml"}}, "podSelector": {"matchLabels": {"app": "train"}}},
+        "selector": {
+            "namespaceSelector": {"matchLabels": {"team": "ml"}},
+            "podSelector": {"matchLabels": {"app": "train"}},
+        },
         "limits": {"maxFractionOfDefault": 0.6},
     }
     await apply_policy(api, "skeleton-cap", spec)

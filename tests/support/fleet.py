@@ -75,7 +75,9 @@ async def _create_nodes(cp: ControlPlane, names: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Fleet]:
+def fleet(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Fleet]:
     """Three fake GPU nodes with agents, and the operator, for one test module."""
     prefix = request.module.__name__.rsplit(".", 1)[-1].replace("test_", "").replace("_", "-")[:12]
     names = [f"{prefix}-n{i}" for i in range(1, 4)]

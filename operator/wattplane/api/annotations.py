@@ -50,17 +50,25 @@ def _parse_priority(raw: str) -> int:
     text = raw.strip().lower()
     if text in PRIORITY_NAMES:
         return PRIORITY_NAMES[text]
-    value = int(text)  # ValueError on garbage
+    expected = "must be low, normal, high or an integer in 0..1000"
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(expected) from None  # int()'s message would quote the whole value
     if not 0 <= value <= 1000:
-        raise ValueError("must be low, normal, high or an integer in 0..1000")
+        raise ValueError(expected)
     return value
 
 
 def _parse_positive_float(raw: str, *, upper: float | None = None) -> float:
-    value = float(raw)
+    bound = f" and at most {upper:g}" if upper is not None else ""
+    expected = f"must be a finite number above 0{bound}"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(expected) from None  # float()'s message would quote the whole value
     if not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
-        bound = f" and at most {upper:g}" if upper is not None else ""
-        raise ValueError(f"must be a finite number above 0{bound}")
+        raise ValueError(expected)
     return value
 
 

@@ -1,5 +1,7 @@
-"""The agent's PodResources attribution source, against the fake kubelet: shared and MIG devices
-attribute at board level, idle boards carry no pod."""
+"""The agent's PodResources attribution source, against the fake kubelet.
+
+Shared and MIG devices attribute at board level; idle boards carry no pod.
+"""
 
 from __future__ import annotations
 
