@@ -67,7 +67,7 @@ async def test_garbage_annotations_warn_on_the_pod_and_planning_goes_on(fleet: F
         )
         return events.items or None
 
-    events, _ = await eventually(warning_event, timeout=20, what=f"InvalidAnnotation event\n{fleet.logs()}")
+    events, _ = await eventually(warning_event, within_s=20, what=f"InvalidAnnotation event\n{fleet.logs()}")
     message = events[0].message
     assert events[0].type == "Warning"
     assert "wattplane.io/priority" in message and "super-urgent" in message
@@ -78,4 +78,4 @@ async def test_garbage_annotations_warn_on_the_pod_and_planning_goes_on(fleet: F
         gpus = [g for g in gn["status"]["gpus"] if any(p["name"] == "weird" for p in g.get("pods", []))]
         return bool(gpus) and all(g["powerLimitWatts"] == 250 for g in gpus)
 
-    await eventually(capped, timeout=20, what="the garbage-annotated pod still planned with defaults")
+    await eventually(capped, within_s=20, what="the garbage-annotated pod still planned with defaults")

@@ -79,7 +79,7 @@ async def test_policy_caps_selected_gpus_and_restores_on_delete(fleet: Fleet, ap
         ok = all(len(_gpus_of_pod(gns, ns, name)) == n for ns, name, n in pods)
         return gns if ok else None
 
-    gpunodes, _ = await eventually(attributed, timeout=60, what=f"pods attributed to GPUs\n{fleet.logs()}")
+    gpunodes, _ = await eventually(attributed, within_s=60, what=f"pods attributed to GPUs\n{fleet.logs()}")
     assert len(_all_gpus(gpunodes)) == 12
     assert all(g["powerLimitWatts"] == DEFAULT_WATTS for g in _all_gpus(gpunodes))
     for gn in gpunodes.values():
@@ -104,7 +104,7 @@ async def test_policy_caps_selected_gpus_and_restores_on_delete(fleet: Fleet, ap
             return gns
         return None
 
-    _, latency = await eventually(lambda: capped_at(180.0), timeout=10, what=f"60% cap applied\n{fleet.logs()}")
+    _, latency = await eventually(lambda: capped_at(180.0), within_s=10, what=f"60% cap applied\n{fleet.logs()}")
     sys.stderr.write(f"\nskeleton: policy apply → all 6 GPUs at 180 W in {latency:.2f} s\n")
 
     async def policy_ready() -> dict[str, Any] | None:
@@ -115,7 +115,7 @@ async def test_policy_caps_selected_gpus_and_restores_on_delete(fleet: Fleet, ap
             return ep
         return None
 
-    ep, _ = await eventually(policy_ready, timeout=10, what="EnergyPolicy status")
+    ep, _ = await eventually(policy_ready, within_s=10, what="EnergyPolicy status")
     assert ep["status"]["matchedPods"] == 2
     assert ep["status"]["pods"] == ["ml/train-a", "ml/train-b"]
     assert ep["status"]["allocatedWatts"] == pytest.approx(6 * 180.0)
@@ -123,7 +123,7 @@ async def test_policy_caps_selected_gpus_and_restores_on_delete(fleet: Fleet, ap
 
     spec["limits"] = {"maxFractionOfDefault": 0.7}
     await apply_policy(api, "skeleton-cap", spec)
-    _, latency = await eventually(lambda: capped_at(210.0), timeout=10, what="edited cap applied")
+    _, latency = await eventually(lambda: capped_at(210.0), within_s=10, what="edited cap applied")
     sys.stderr.write(f"skeleton: policy edit → all 6 GPUs at 210 W in {latency:.2f} s\n")
 
     # Restart an agent: device state persists, so the restarted agent must write nothing.
@@ -138,8 +138,8 @@ async def test_policy_caps_selected_gpus_and_restores_on_delete(fleet: Fleet, ap
         gn = await get_cluster_object(api, "gpunodes", n1)
         return gn if gn["status"]["heartbeat"] != before else None
 
-    await eventually(fresh_heartbeat, timeout=20, what="restarted agent reporting")
-    await eventually(lambda: capped_at(210.0), timeout=10, what="cap still in force after restart")
+    await eventually(fresh_heartbeat, within_s=20, what="restarted agent reporting")
+    await eventually(lambda: capped_at(210.0), within_s=10, what="cap still in force after restart")
     assert _write_counts(fleet) == writes_before, "a restarted agent re-wrote limits that were already right"
 
     await delete_cluster_object(api, "energypolicies", "skeleton-cap")
@@ -149,7 +149,7 @@ async def test_policy_caps_selected_gpus_and_restores_on_delete(fleet: Fleet, ap
         gpus = _all_gpus(gns)
         return len(gpus) == 12 and all(g["powerLimitWatts"] == DEFAULT_WATTS and g["state"] == "Default" for g in gpus)
 
-    _, latency = await eventually(restored, timeout=10, what="defaults restored after delete")
+    _, latency = await eventually(restored, within_s=10, what="defaults restored after delete")
     sys.stderr.write(f"skeleton: policy delete → all GPUs back at 300 W in {latency:.2f} s\n")
     for node in fleet.nodes:
         journal = json.loads(fleet.journal(node).read_text()) if fleet.journal(node).exists() else {"gpus": {}}

@@ -22,12 +22,12 @@ async def connect(kubeconfig: Path) -> client.ApiClient:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float, interval: float = 0.2, what: str = "condition"
+    probe: Callable[[], Awaitable[T | None]], *, within_s: float, interval: float = 0.2, what: str = "condition"
 ) -> tuple[T, float]:
     """Poll ``probe`` until it returns something truthy; return it and the seconds it took."""
     started = time.monotonic()
     last: object = None
-    while time.monotonic() - started < timeout:
+    while time.monotonic() - started < within_s:
         try:
             result = await probe()
         except Exception as exc:  # the object may not exist yet
@@ -36,7 +36,7 @@ async def eventually(
         if result:
             return result, time.monotonic() - started
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+    raise AssertionError(f"timed out after {within_s} s waiting for {what}; last: {last!r}")
 
 
 async def create_node(api: client.ApiClient, name: str, *, gpus: int = 4, labels: dict[str, str] | None = None) -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-
 from wattplane.agent.engine import NodeEngine
 from wattplane.agent.gpu.simulated import SimulatedBackend
 from wattplane.agent.journal import Journal
