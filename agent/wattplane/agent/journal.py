@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -66,11 +67,15 @@ class Journal:
             raw = json.loads(self._path.read_text())
             for uuid, values in raw["gpus"].items():
                 clocks = values.get("locked_clocks_mhz")
+                watts = float(values["power_limit_watts"])
+                if not math.isfinite(watts):
+                    raise ValueError(f"power limit {watts} of {uuid} is not a finite number")
                 self._entries[uuid] = PriorState(
-                    power_limit_watts=float(values["power_limit_watts"]),
+                    power_limit_watts=watts,
                     locked_clocks_mhz=(int(clocks[0]), int(clocks[1])) if clocks else None,
                 )
-        except (ValueError, KeyError, TypeError, IndexError, OSError) as exc:
+        # AttributeError: valid JSON of the wrong shape (a list where a mapping belongs, null, ...).
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, OSError) as exc:
             aside = self._path.with_name(f"{self._path.name}.corrupt-{int(time.time())}")
             os.replace(self._path, aside)
             self._entries.clear()

@@ -107,7 +107,7 @@ def _target_for(
     """The tightest target any governing policy sets on ``gpu`` (shared GPUs may have several)."""
     best: GpuTarget | None = None
     best_clamped = False
-    for key in gpu.pods:
+    for key in sorted(gpu.pods):  # sorted: ties (same watts and policy) must not depend on report order
         policy = governing.get(key)
         if policy is None or policy.spec.limits is None:
             continue

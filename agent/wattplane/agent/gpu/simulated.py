@@ -91,7 +91,10 @@ class SimulatedGpu:
         """Set the work the GPU is running, as a fraction of its uncapped demand (0 = idle)."""
         with self._lock:
             self._advance()
+            before = self.state.load
             self.state.load = min(1.0, max(0.0, load))
+        if self.state.load != before:
+            self.on_change()  # persisted, or a restart would integrate energy at the old draw
 
     def power_watts(self) -> float:
         """Instantaneous draw under the current load, limit and clock lock."""

@@ -1,0 +1,175 @@
+"""Which GpuNode specs a planning round writes, and the status a policy shows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wattplane.api.conditions import Condition
+from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuTarget
+from wattplane.operator.decisions import node_spec_update, policy_status, status_material
+from wattplane.operator.views import policy_parse
+from wattplane.planner.plan import PolicyReport
+
+T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+TTL = 600
+TARGETS = [GpuTarget(uuid="GPU-0", power_limit_watts=210.0, policy="cap", reason="r")]
+
+
+def _written(targets: list[GpuTarget] = TARGETS, generation: int = 4) -> GpuNodeSpec:
+    return GpuNodeSpec(plan_generation=generation, issued_at=T0, ttl_seconds=TTL, node_budget_watts=900.0, gpus=targets)
+
+
+def test_unchanged_targets_write_nothing_before_a_third_of_the_ttl() -> None:
+    current = _written()
+    for elapsed in (0, 1, TTL // 3 - 1):
+        assert node_spec_update(current, list(TARGETS), now=T0 + timedelta(seconds=elapsed), ttl_seconds=TTL) is None
+
+
+def test_unchanged_targets_renew_only_issued_at_after_a_third_of_the_ttl() -> None:
+    current = _written()
+    now = T0 + timedelta(seconds=TTL // 3)
+    renewed = node_spec_update(current, list(TARGETS), now=now, ttl_seconds=TTL)
+    assert renewed is not None
+    assert renewed.issued_at == now
+    assert renewed.model_copy(update={"issued_at": T0}) == current  # nothing else moved
+    assert renewed.plan_generation == current.plan_generation
+
+
+def test_changed_targets_bump_the_generation() -> None:
+    current = _written()
+    changed = [TARGETS[0].model_copy(update={"power_limit_watts": 180.0})]
+    now = T0 + timedelta(seconds=5)
+    update = node_spec_update(current, changed, now=now, ttl_seconds=TTL)
+    assert update is not None
+    assert update.plan_generation == 5
+    assert update.issued_at == now
+    assert update.gpus == changed
+    assert update.node_budget_watts == 900.0  # the budget is not the planner's to drop
+
+
+def test_removed_targets_are_a_change() -> None:
+    update = node_spec_update(_written(), [], now=T0, ttl_seconds=TTL)
+    assert update is not None
+    assert update.gpus == [] and update.plan_generation == 5
+
+
+def test_any_field_of_a_target_is_a_change() -> None:
+    for field, value in (("reason", "other"), ("dry_run", True), ("job", "j"), ("priority", 3)):
+        changed = [TARGETS[0].model_copy(update={field: value})]
+        update = node_spec_update(_written(), changed, now=T0, ttl_seconds=TTL)
+        assert update is not None and update.plan_generation == 5, field
+
+
+def test_a_new_ttl_is_a_change() -> None:
+    update = node_spec_update(_written(), list(TARGETS), now=T0, ttl_seconds=120)
+    assert update is not None
+    assert (update.ttl_seconds, update.plan_generation) == (120, 5)
+
+
+def test_an_empty_never_issued_plan_is_not_written() -> None:
+    assert node_spec_update(GpuNodeSpec(ttl_seconds=TTL), [], now=T0, ttl_seconds=TTL) is None
+
+
+def test_targets_without_an_issue_time_are_renewed_at_once() -> None:
+    current = GpuNodeSpec(plan_generation=2, ttl_seconds=TTL, gpus=list(TARGETS))
+    update = node_spec_update(current, list(TARGETS), now=T0, ttl_seconds=TTL)
+    assert update is not None
+    assert (update.issued_at, update.plan_generation) == (T0, 2)
+
+
+def test_a_spec_read_back_from_the_api_compares_equal() -> None:
+    # What the operator wrote, as the API server returns it (ints, strings), must not look changed.
+    current = GpuNodeSpec.model_validate(
+        {
+            "planGeneration": 4,
+            "issuedAt": "2025-06-01T12:00:00Z",
+            "ttlSeconds": TTL,
+            "gpus": [{"uuid": "GPU-0", "powerLimitWatts": 210, "policy": "cap", "reason": "r"}],
+        }
+    )
+    assert node_spec_update(current, list(TARGETS), now=T0 + timedelta(seconds=10), ttl_seconds=TTL) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2 * TTL), st.integers(10, 3600))
+def test_a_plan_is_always_renewed_before_it_can_expire(elapsed: int, ttl: int) -> None:
+    current = GpuNodeSpec(plan_generation=1, issued_at=T0, ttl_seconds=ttl, gpus=list(TARGETS))
+    update = node_spec_update(current, list(TARGETS), now=T0 + timedelta(seconds=elapsed), ttl_seconds=ttl)
+    if elapsed >= ttl / 3:
+        assert update is not None and update.plan_generation == 1
+    else:
+        assert update is None
+
+
+def _policy_body(spec: object, generation: int = 3, status: object = None) -> dict[str, object]:
+    return {"metadata": {"name": "cap", "generation": generation}, "spec": spec, "status": status or {}}
+
+
+def test_invalid_spec_shows_ready_false_invalid_spec() -> None:
+    parsed = policy_parse(_policy_body({"limits": {"minWatts": 300, "maxWatts": 200}}))
+    status = policy_status(parsed, None, now=T0)
+    assert status.observed_generation == 3
+    (ready,) = status.conditions
+    assert (ready.type, ready.status, ready.reason) == ("Ready", "False", "InvalidSpec")
+    assert "minWatts must not exceed maxWatts" in ready.message
+    assert ready.observed_generation == 3
+    assert ready.last_transition_time == T0
+    assert status.matched_pods == 0 and status.pods == []
+
+
+def test_invalid_spec_wins_even_if_a_report_exists() -> None:
+    parsed = policy_parse(_policy_body({"priority": 5000}))
+    report = PolicyReport(name="cap", generation=3, pods=("ml/p",), gpus=1)
+    status = policy_status(parsed, report, now=T0)
+    assert status.conditions[0].reason == "InvalidSpec"
+    assert status.matched_pods == 0
+
+
+def test_planned_policy_status_carries_the_report() -> None:
+    parsed = policy_parse(_policy_body({"limits": {"maxWatts": 200}}))
+    report = PolicyReport(
+        name="cap",
+        generation=3,
+        pods=("ml/a", "ml/b"),
+        gpus=3,
+        allocated_watts=600.0,
+        measured_watts=512.4,
+        reason="Planned",
+        message="governs 2 pod(s) on 3 GPU(s)",
+    )
+    status = policy_status(parsed, report, now=T0)
+    assert (status.matched_pods, status.matched_gpus, status.allocated_watts) == (2, 3, 600.0)
+    assert status.measured_watts == 512
+    assert status.pods == ["ml/a", "ml/b"]
+    (ready,) = status.conditions
+    assert (ready.status, ready.reason, ready.message) == ("True", "Planned", "governs 2 pod(s) on 3 GPU(s)")
+
+
+def test_ready_transition_time_survives_rounds_and_moves_on_a_flip() -> None:
+    parsed = policy_parse(_policy_body({"limits": {"maxWatts": 200}}))
+    report = PolicyReport(name="cap", generation=3, pods=("ml/a",), gpus=1)
+    first = policy_status(parsed, report, now=T0)
+    later = T0 + timedelta(minutes=10)
+    reparsed = policy_parse(_policy_body({"limits": {"maxWatts": 200}}, status=first.to_wire()))
+    second = policy_status(reparsed, report, now=later)
+    assert second.conditions[0].last_transition_time == T0
+    broken = policy_parse(_policy_body({"limits": {"maxWatts": -1}}, status=second.to_wire()))
+    third = policy_status(broken, None, now=later)
+    assert third.conditions[0].last_transition_time == later
+
+
+def test_other_conditions_and_kopf_fields_do_not_break_status() -> None:
+    previous = {
+        "conditions": [Condition(type="Degraded", status="False", last_transition_time=T0).to_wire()],
+        "kopf": {"dummy": "x"},
+    }
+    parsed = policy_parse(_policy_body({}, status=previous))
+    status = policy_status(parsed, PolicyReport(name="cap", generation=3), now=T0)
+    assert [c.type for c in status.conditions] == ["Degraded", "Ready"]
+
+
+def test_status_material_ignores_only_measurements() -> None:
+    wire = {"matchedPods": 1, "measuredWatts": 5.0, "allocatedWatts": 200.0}
+    assert status_material(wire) == {"matchedPods": 1, "allocatedWatts": 200.0}
