@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar, Protocol
 
 import aiohttp
 from wattplane.carbon.config import SourceConfig
 from wattplane.carbon.credentials import Credentials
-from wattplane.carbon.model import IntensityReading
+from wattplane.carbon.model import ForecastPoint, IntensityReading
 
 
 @dataclass(frozen=True)
@@ -46,3 +46,9 @@ def request_timeout(config: SourceConfig) -> aiohttp.ClientTimeout:
     Connecting gets at most 5 s of the total so that an unreachable host fails fast.
     """
     return aiohttp.ClientTimeout(total=config.timeout_s, sock_connect=min(config.timeout_s, 5.0))
+
+
+def within_horizon(points: Iterable[ForecastPoint], start: datetime, hours: float) -> tuple[ForecastPoint, ...]:
+    """Forecast points sorted by time, keeping those before ``start + hours``."""
+    end = start + timedelta(hours=hours)
+    return tuple(sorted((p for p in points if p.timestamp < end), key=lambda p: p.timestamp))

@@ -18,7 +18,7 @@ from wattplane.carbon.errors import CarbonEmptyForecastError, CarbonNoDataError,
 from wattplane.carbon.http import get_json
 from wattplane.carbon.model import ForecastPoint, IntensityReading
 from wattplane.carbon.parsing import as_dict, as_list, field, parse_duration, parse_time
-from wattplane.carbon.providers.base import ProviderContext, request_timeout
+from wattplane.carbon.providers.base import ProviderContext, request_timeout, within_horizon
 from wattplane.carbon.units import check_intensity, number
 
 #: How far back ``bylocation`` looks for the most recent value.
@@ -105,9 +105,8 @@ class CarbonAwareSdkProvider:
                 else parse_duration(raw_duration, what=where)
             )
             points.append(ForecastPoint(parse_time(field(obj, "timestamp", what=where), what=where), value, duration))
-        points.sort(key=lambda p: p.timestamp)
-        horizon_end = points[0].timestamp + timedelta(hours=config.forecast_horizon_h)
-        return tuple(p for p in points if p.timestamp < horizon_end)
+        start = min(p.timestamp for p in points)
+        return within_horizon(points, start, config.forecast_horizon_h)
 
     async def fetch(self, config: SourceConfig) -> IntensityReading:
         """Current value, plus the forecast when the configuration asks for it."""

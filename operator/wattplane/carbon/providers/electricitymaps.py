@@ -28,7 +28,7 @@ from wattplane.carbon.errors import (
 from wattplane.carbon.http import get_json
 from wattplane.carbon.model import ForecastPoint, IntensityReading, SignalKind
 from wattplane.carbon.parsing import as_dict, as_list, field, parse_time
-from wattplane.carbon.providers.base import ProviderContext, request_timeout
+from wattplane.carbon.providers.base import ProviderContext, request_timeout, within_horizon
 from wattplane.carbon.units import check_intensity, number
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,8 @@ class ElectricityMapsProvider:
             what = f"electricitymaps forecast[{i}]"
             point, value = self._point(item, what=what)
             points.append(ForecastPoint(parse_time(field(point, "datetime", what=what), what=what), value, _HOUR))
-        points.sort(key=lambda p: p.timestamp)
-        horizon_end = points[0].timestamp + timedelta(hours=config.forecast_horizon_h)
-        return tuple(p for p in points if p.timestamp < horizon_end)
+        start = min(p.timestamp for p in points)
+        return within_horizon(points, start, config.forecast_horizon_h)
 
     async def fetch(self, config: SourceConfig) -> IntensityReading:
         """``latest``, plus ``forecast`` when the configuration asks for it."""

@@ -29,7 +29,7 @@ from wattplane.carbon.errors import (
 from wattplane.carbon.http import get_json
 from wattplane.carbon.model import ForecastPoint, IntensityReading, SignalKind
 from wattplane.carbon.parsing import as_dict, as_list, field, parse_time
-from wattplane.carbon.providers.base import ProviderContext, request_timeout
+from wattplane.carbon.providers.base import ProviderContext, request_timeout, within_horizon
 from wattplane.carbon.units import check_intensity, number
 
 _OUTWARD = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")
@@ -164,8 +164,7 @@ class UkCarbonIntensityProvider:
             t, duration, value, _ = self._period(item, what=f"{what}[{i}]")
             points.append(ForecastPoint(t, value, duration))
         points.sort(key=lambda p: p.timestamp)
-        horizon_end = start + timedelta(hours=config.forecast_horizon_h)
-        return tuple(p for p in points if p.timestamp < horizon_end)
+        return within_horizon(points, start, config.forecast_horizon_h)
 
     async def fetch(self, config: SourceConfig) -> IntensityReading:
         """Current value, plus the forecast when the configuration asks for it."""
