@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,11 @@ class Fleet:
     workdir: Path
     agents: dict[str, Process] = field(default_factory=dict)
     operator: Process | None = None
+    operator_metrics_port: int = 0
+    agent_env: dict[str, str] = field(default_factory=dict)
+    """Extra or overriding ``WATTPLANE_AGENT_*`` variables for every agent (fault tests)."""
+    operator_env: dict[str, str] = field(default_factory=dict)
+    """Extra or overriding ``WATTPLANE_OPERATOR_*`` variables for the operator (fault tests)."""
 
     def state_file(self, node: str) -> Path:
         """The simulated device state of a node (it outlives its agent, like real GPUs)."""
@@ -32,39 +38,52 @@ class Fleet:
 
     def start_agent(self, node: str) -> Process:
         """Start (or restart) the agent of ``node`` on the simulated backend."""
-        process = self.cp.spawn_python(
-            f"agent-{node}",
-            "wattplane.agent",
-            ["--node", node, "--backend", "sim"],
-            WATTPLANE_AGENT_POD_MAPPER="sim",
-            WATTPLANE_AGENT_SIM_GPU_COUNT="4",
-            WATTPLANE_AGENT_SIM_MODEL="A40",
-            WATTPLANE_AGENT_SIM_STATE_FILE=str(self.state_file(node)),
-            WATTPLANE_AGENT_JOURNAL_PATH=str(self.journal(node)),
-            WATTPLANE_AGENT_STATUS_INTERVAL_S="2",
-            WATTPLANE_AGENT_POD_SYNC_INTERVAL_S="1",
-            WATTPLANE_AGENT_TICK_S="0.5",
-            WATTPLANE_AGENT_METRICS_PORT="0",
-            WATTPLANE_AGENT_METRICS_HOST="127.0.0.1",
-        )
+        env = {
+            "WATTPLANE_AGENT_POD_MAPPER": "sim",
+            "WATTPLANE_AGENT_SIM_GPU_COUNT": "4",
+            "WATTPLANE_AGENT_SIM_MODEL": "A40",
+            "WATTPLANE_AGENT_SIM_STATE_FILE": str(self.state_file(node)),
+            "WATTPLANE_AGENT_JOURNAL_PATH": str(self.journal(node)),
+            "WATTPLANE_AGENT_STATUS_INTERVAL_S": "2",
+            "WATTPLANE_AGENT_POD_SYNC_INTERVAL_S": "1",
+            "WATTPLANE_AGENT_TICK_S": "0.5",
+            "WATTPLANE_AGENT_METRICS_PORT": "0",
+            "WATTPLANE_AGENT_METRICS_HOST": "127.0.0.1",
+            **self.agent_env,
+        }
+        process = self.cp.spawn_python(f"agent-{node}", "wattplane.agent", ["--node", node, "--backend", "sim"], **env)
         self.agents[node] = process
         return process
 
     def start_operator(self) -> Process:
-        """Start the operator."""
-        self.operator = self.cp.spawn_python(
-            "operator",
-            "wattplane.operator",
-            [],
-            WATTPLANE_OPERATOR_DEBOUNCE_S="0.2",
-            WATTPLANE_OPERATOR_RESYNC_INTERVAL_S="5",
-        )
+        """Start the operator (its metrics on a free loopback port, see ``operator_metrics_url``)."""
+        self.operator_metrics_port = _free_port()
+        env = {
+            "WATTPLANE_OPERATOR_DEBOUNCE_S": "0.2",
+            "WATTPLANE_OPERATOR_RESYNC_INTERVAL_S": "5",
+            "WATTPLANE_OPERATOR_METRICS_HOST": "127.0.0.1",
+            "WATTPLANE_OPERATOR_METRICS_PORT": str(self.operator_metrics_port),
+            **self.operator_env,
+        }
+        self.operator = self.cp.spawn_python("operator", "wattplane.operator", [], **env)
         return self.operator
+
+    @property
+    def operator_metrics_url(self) -> str:
+        """Where the operator serves ``/metrics``."""
+        return f"http://127.0.0.1:{self.operator_metrics_port}/metrics"
 
     def logs(self) -> str:
         """Tails of every process log, for failure messages."""
         procs = [*self.agents.values(), *([self.operator] if self.operator else [])]
         return "\n".join(f"--- {p.name}\n{p.tail(25)}" for p in procs)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def _create_nodes(cp: ControlPlane, names: list[str]) -> None:

@@ -9,12 +9,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from wattplane.api.base import ApiModel
 
 
 class LabelSelectorRequirement(ApiModel):
     """One ``matchExpressions`` entry."""
+
+    model_config = ConfigDict(
+        **{
+            "json_schema_extra": {
+                "x-kubernetes-validations": [
+                    {
+                        # The API server must refuse what the operator would refuse, or kubectl says
+                        # "created" while the policy only ever shows InvalidSpec.
+                        "rule": "(self.operator == 'In' || self.operator == 'NotIn')"
+                        " == (has(self.values) && size(self.values) > 0)",
+                        "message": "In and NotIn need at least one value; Exists and DoesNotExist take none",
+                    }
+                ]
+            }
+        }
+    )
 
     key: str = Field(min_length=1)
     """Label key the requirement applies to."""

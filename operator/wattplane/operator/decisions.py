@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from wattplane.api.conditions import Condition, set_condition
-from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus
+from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus, JobProfile
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuTarget
 from wattplane.operator.views import PolicyParse
 from wattplane.planner.plan import PolicyReport
@@ -26,15 +26,19 @@ def node_spec_update(
     *,
     now: datetime,
     ttl_seconds: int,
+    node_budget_watts: float | None = None,
 ) -> GpuNodeSpec | None:
     """The spec to write for a node, or ``None`` when the current one stands."""
-    changed = list(targets) != list(current.gpus) or current.ttl_seconds != ttl_seconds
+    budget = round(node_budget_watts, 1) if node_budget_watts is not None else None
+    changed = (
+        list(targets) != list(current.gpus) or current.ttl_seconds != ttl_seconds or current.node_budget_watts != budget
+    )
     if changed:
         return GpuNodeSpec(
             plan_generation=current.plan_generation + 1,
             issued_at=now,
             ttl_seconds=ttl_seconds,
-            node_budget_watts=current.node_budget_watts,
+            node_budget_watts=budget,
             gpus=list(targets),
         )
     renew_after = timedelta(seconds=ttl_seconds * RENEW_FRACTION)
@@ -50,8 +54,15 @@ def policy_status(
     report: PolicyReport | None,
     *,
     now: datetime,
+    profiles: Sequence[JobProfile] = (),
+    energy_joules: float | None = None,
+    carbon_grams: float | None = None,
 ) -> EnergyPolicyStatus:
-    """The status an EnergyPolicy should show after this round."""
+    """The status an EnergyPolicy should show after this round.
+
+    ``profiles`` are the policy's Zeus profiles (kept in status so a restarted operator resumes
+    them); ``energy_joules``/``carbon_grams`` its running totals (``None``: keep what status has).
+    """
     previous = EnergyPolicyStatus.model_validate(parsed.status or {})
     conditions = list(previous.conditions)
     if parsed.error is not None or report is None:
@@ -78,17 +89,81 @@ def policy_status(
         ),
         now=now,
     )
+    degraded: list[tuple[str, str]] = []
+    if report.carbon is not None:
+        fresh = report.carbon.intensity is not None and not report.carbon.stale
+        conditions = _condition(
+            conditions,
+            "SignalFresh",
+            fresh,
+            "Fresh" if fresh else ("NoSignal" if report.carbon.intensity is None else "Stale"),
+            report.carbon.message or report.carbon.source,
+            parsed.generation,
+            now,
+        )
+        if not fresh:
+            degraded.append(("CarbonSignal", f"carbon signal {report.carbon.source or '?'}: {report.carbon.message}"))
+    if report.budget_met is not None:
+        conditions = _condition(
+            conditions,
+            "BudgetMet",
+            report.budget_met,
+            "WithinBudget" if report.budget_met else "OverBudget",
+            report.budget_message,
+            parsed.generation,
+            now,
+        )
+        if not report.budget_met:
+            degraded.append(("BudgetNotMet", report.budget_message))
+    if report.unprofiled_jobs:
+        jobs = ", ".join(report.unprofiled_jobs[:5])
+        degraded.append(("NoProgressSignal", f"jobs without a usable wattplane.io/progress-metric: {jobs}"))
+    conditions = _condition(
+        conditions,
+        "Degraded",
+        bool(degraded),
+        degraded[0][0] if degraded else "AsPlanned",
+        "; ".join(m for _, m in degraded) if degraded else "every section has what it needs",
+        parsed.generation,
+        now,
+    )
     return EnergyPolicyStatus(
         observed_generation=parsed.generation,
         conditions=conditions,
         matched_pods=len(report.pods),
         matched_gpus=report.gpus,
+        matched_jobs=report.jobs,
         allocated_watts=report.allocated_watts,
         measured_watts=round(report.measured_watts),
         pods=list(report.pods[:200]),
+        carbon=report.carbon,
+        budget=report.budget,
+        profiles=list(profiles)[:500],
+        energy_joules=round(energy_joules if energy_joules is not None else previous.energy_joules, 1),
+        carbon_grams=round(carbon_grams if carbon_grams is not None else previous.carbon_grams, 3),
+    )
+
+
+def _condition(
+    conditions: list[Condition], type_: str, ok: bool, reason: str, message: str, generation: int, now: datetime
+) -> list[Condition]:
+    return set_condition(
+        conditions,
+        Condition(
+            type=type_,
+            status="True" if ok else "False",
+            reason=reason,
+            message=message[:1000],
+            observed_generation=generation,
+        ),
+        now=now,
     )
 
 
 def status_material(status: Mapping[str, Any]) -> Mapping[str, Any]:
     """The parts of a policy status whose change is written at once (measurements wait)."""
-    return {k: v for k, v in status.items() if k not in ("measuredWatts",)}
+    return {k: v for k, v in status.items() if k not in _MEASUREMENTS}
+
+
+#: Status fields that change with every measurement; written at most every ``status_refresh_s``.
+_MEASUREMENTS = frozenset({"measuredWatts", "energyJoules", "carbonGrams", "budget", "carbon"})

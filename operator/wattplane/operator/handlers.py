@@ -13,10 +13,16 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 from wattplane.api.v1alpha1 import energypolicy, gpunode
+from wattplane.carbon.service import CarbonService
 from wattplane.kube.client import api_client
+from wattplane.operator.metrics import registry_for, serve_metrics
+from wattplane.operator.observe import JobObserver
 from wattplane.operator.reconcile import Reconciler
 from wattplane.operator.settings import OperatorSettings
+from wattplane.operator.signals import CarbonSignals, SecretReader
 from wattplane.operator.state import FleetState
 
 EP = (energypolicy.CRD.group, energypolicy.CRD.version, energypolicy.CRD.plural)
@@ -35,17 +41,47 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logg
     settings.persistence.finalizer = "wattplane.io/restore-gpus"
     memo.state = FleetState()
     memo.api = await api_client(ours.kubeconfig)
-    memo.reconciler = Reconciler(ours, memo.state, memo.api)
-    memo.loop_task = asyncio.create_task(memo.reconciler.run(), name="planning-loop")
+    memo.carbon = CarbonService()
+    memo.observer = JobObserver(timeout_s=ours.progress_timeout_s)
+    signals = CarbonSignals(memo.carbon, _secret_reader(memo.api), default_namespace=ours.namespace)
+    memo.reconciler = Reconciler(ours, memo.state, memo.api, signals=signals, observer=memo.observer)
+    memo.metrics = None
+    if ours.metrics_port:
+        memo.metrics = await serve_metrics(
+            registry_for(memo.reconciler, memo.carbon), ours.metrics_host, ours.metrics_port
+        )
+    memo.tasks = [
+        asyncio.create_task(memo.reconciler.run(), name="planning-loop"),
+        asyncio.create_task(memo.reconciler.run_signals(), name="carbon-feed"),
+    ]
     logger.info("wattplane operator started (plan TTL %d s)", ours.plan_ttl_s)
+
+
+def _secret_reader(api: client.ApiClient) -> SecretReader:
+    core = client.CoreV1Api(api)
+
+    async def read(namespace: str, name: str) -> dict[str, str]:
+        try:
+            secret = await core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            raise LookupError({403: "access denied", 404: "not found"}.get(exc.status, f"HTTP {exc.status}")) from None
+        return dict(secret.data or {})
+
+    return read
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the planning loop and close the client."""
-    memo.loop_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await memo.loop_task
+    """Stop the loops and close the clients."""
+    for task in memo.tasks:
+        task.cancel()
+    for task in memo.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if memo.metrics is not None:
+        await memo.metrics.cleanup()
+    await memo.observer.close()
+    await memo.carbon.close()
     await memo.api.close()
 
 
@@ -65,6 +101,13 @@ async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
     """Namespaces: their labels feed namespaceSelectors."""
     memo.state.put_namespace(event["object"], deleted=_deleted(event))
     memo.reconciler.trigger()
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Nodes: their labels feed budget node selectors (e.g. a rack label)."""
+    if memo.state.put_node(event["object"], deleted=_deleted(event)):
+        memo.reconciler.trigger()  # node heartbeats change status only: no replanning for those
 
 
 @kopf.on.event(*GN)

@@ -17,9 +17,14 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from wattplane.api.v1alpha1 import energypolicy, gpunode
+from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus
+from wattplane.operator.accounting import PolicyAccounting
 from wattplane.operator.decisions import node_spec_update, policy_status, status_material
+from wattplane.operator.observe import JobObserver
 from wattplane.operator.settings import OperatorSettings
+from wattplane.operator.signals import CarbonSignals
 from wattplane.operator.state import FleetState
+from wattplane.planner.context import PlanContext
 from wattplane.planner.plan import Plan, plan
 from wattplane.planner.snapshot import PodKey
 
@@ -29,18 +34,37 @@ logger = logging.getLogger(__name__)
 class Reconciler:
     """Owns the planning loop and every write the operator makes."""
 
-    def __init__(self, settings: OperatorSettings, state: FleetState, api: client.ApiClient) -> None:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        state: FleetState,
+        api: client.ApiClient,
+        *,
+        signals: CarbonSignals,
+        observer: JobObserver,
+    ) -> None:
         self.settings = settings
         self.state = state
+        self.signals = signals
+        self.observer = observer
+        self.accounting = PolicyAccounting()
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._dirty = asyncio.Event()
+        self._signals_due = asyncio.Event()
         self._round_done = asyncio.Condition()
         self._rounds = 0
+        self.round_errors = 0
+        self.last_round_seconds = 0.0
         self._written_status: dict[str, tuple[Mapping[str, Any], float, dict[str, Any]]] = {}
         self._warned_pods: dict[PodKey, tuple[str, ...]] = {}
         self.last_plan: Plan | None = None
         self.api_writes = 0
+
+    @property
+    def rounds(self) -> int:
+        """Planning rounds completed (successful or not)."""
+        return self._rounds
 
     def trigger(self) -> None:
         """Ask for a planning round soon (debounced)."""
@@ -60,38 +84,101 @@ class Reconciler:
                 await asyncio.wait_for(self._dirty.wait(), timeout=self.settings.resync_interval_s)
             await asyncio.sleep(self.settings.debounce_s)
             self._dirty.clear()
+            started = asyncio.get_running_loop().time()
             try:
                 await self.run_round()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.round_errors += 1
                 logger.exception("planning round failed; retrying on the next trigger")
                 self._dirty.set()
                 await asyncio.sleep(1.0)
+            self.last_round_seconds = asyncio.get_running_loop().time() - started
             async with self._round_done:
                 self._rounds += 1
                 self._round_done.notify_all()
 
+    async def run_signals(self) -> None:
+        """Keep the carbon feed fresh beside the planning loop (a slow API never delays a round).
+
+        Runs every ``signal_refresh_s``, and at once when a round meets a source never fetched.
+        """
+        while True:
+            self._signals_due.clear()
+            views = [p.view for p in self.state.policies.values() if p.view is not None]
+            self.signals.configure(views)
+            try:
+                await self.signals.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("carbon refresh failed; retrying")
+            self.trigger()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._signals_due.wait(), timeout=self.settings.signal_refresh_s)
+
+    def _seed_from_status(self) -> None:
+        """Resume profiles and accounting that a previous operator left in policy status."""
+        for name, parsed in self.state.policies.items():
+            try:
+                status = EnergyPolicyStatus.model_validate(parsed.status or {})
+            except ValueError:
+                continue
+            self.accounting.seed(name, status.energy_joules, status.carbon_grams)
+            self.observer.seed(status.profiles)
+
     async def run_round(self) -> Plan:
         """One planning round with its writes."""
         now = datetime.now(UTC)
+        self._seed_from_status()
         views = [p.view for p in self.state.policies.values() if p.view is not None]
-        result = plan(self.state.snapshot(), views)
+        if self.signals.configure(views):
+            self._signals_due.set()
+        carbon = self.signals.inputs()
+        snapshot = self.state.snapshot()
+        context = PlanContext(
+            now=now,
+            carbon=carbon,
+            profiles=self.observer.profiles,
+            straggler_caps=self.observer.straggler_caps,
+            previous_node_budgets={
+                n: r.spec.node_budget_watts for n, r in self.state.nodes.items() if r.spec.node_budget_watts is not None
+            },
+        )
+        result = plan(snapshot, views, context)
         self.last_plan = result
         for node, targets in result.nodes.items():
             record = self.state.nodes.get(node)
             if record is None:
                 continue
-            update = node_spec_update(record.spec, targets, now=now, ttl_seconds=self.settings.plan_ttl_s)
+            update = node_spec_update(
+                record.spec,
+                targets,
+                now=now,
+                ttl_seconds=self.settings.plan_ttl_s,
+                node_budget_watts=result.node_budgets.get(node),
+            )
             if update is not None:
                 await self._patch_node_spec(node, update.to_wire())
                 record.spec = update  # our own write; the watch event will confirm it
+        self.accounting.update(result, snapshot, {n: c.intensity for n, c in carbon.items()})
+        self.accounting.forget(set(self.state.policies))
         for name, parsed in list(self.state.policies.items()):
             if parsed.view is not None and parsed.view.deleting:
                 continue
-            status = policy_status(parsed, result.policies.get(name), now=now).to_wire()
+            totals = self.accounting.totals.get(name)
+            status = policy_status(
+                parsed,
+                result.policies.get(name),
+                now=now,
+                profiles=self.observer.profiles_of(name, result),
+                energy_joules=totals.energy_joules if totals is not None else None,
+                carbon_grams=totals.carbon_grams if totals is not None else None,
+            ).to_wire()
             await self._maybe_patch_policy_status(name, status)
         await self._warn_pods(result)
+        await self.observer.observe(result, snapshot, {v.name: v for v in views}, now)
         return result
 
     async def _patch_node_spec(self, node: str, spec: dict[str, Any]) -> None:

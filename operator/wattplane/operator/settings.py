@@ -21,3 +21,13 @@ class OperatorSettings(BaseSettings):
     """Measurement-only changes to EnergyPolicy status are written at most this often, seconds."""
     kubeconfig: str | None = None
     """Kubeconfig path when running outside a pod."""
+    namespace: str = "wattplane-system"
+    """Namespace wattplane is installed in: default namespace of credential Secrets (the chart sets it)."""
+    signal_refresh_s: float = Field(default=30.0, ge=1)
+    """How often the carbon feed checks its sources (each source's own refresh interval still applies)."""
+    metrics_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of the Prometheus endpoint (``/metrics``); 0 turns it off."""
+    metrics_host: str = "0.0.0.0"
+    """Address the metrics endpoint binds to."""
+    progress_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    """Timeout of one scrape of a pod's progress metric, seconds."""

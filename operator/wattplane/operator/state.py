@@ -32,6 +32,7 @@ class FleetState:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     policies: dict[str, PolicyParse] = field(default_factory=dict)
+    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def put_pod(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Record or forget a pod."""
@@ -48,6 +49,17 @@ class FleetState:
             self.namespaces.pop(meta.get("name", ""), None)
         else:
             self.namespaces[meta.get("name", "")] = dict(meta.get("labels") or {})
+
+    def put_node(self, body: Mapping[str, Any], *, deleted: bool = False) -> bool:
+        """Record or forget a Node's labels; returns whether they changed (status-only updates don't)."""
+        meta = body.get("metadata", {})
+        name = meta.get("name", "")
+        if deleted:
+            return self.node_labels.pop(name, None) is not None
+        labels = dict(meta.get("labels") or {})
+        changed = self.node_labels.get(name) != labels
+        self.node_labels[name] = labels
+        return changed
 
     def put_gpunode(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Record or forget a GpuNode."""
@@ -73,4 +85,5 @@ class FleetState:
             pods=dict(self.pods),
             namespace_labels={k: dict(v) for k, v in self.namespaces.items()},
             nodes=tuple(sorted(self.nodes)),
+            node_labels={k: dict(v) for k, v in self.node_labels.items()},
         )

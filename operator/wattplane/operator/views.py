@@ -27,6 +27,14 @@ class PolicyParse:
     status: Mapping[str, Any]
 
 
+def _controller(meta: Mapping[str, Any]) -> str | None:
+    """``Kind/name`` of the pod's controlling owner (Job, JobSet, PyTorchJob, ReplicaSet, ...)."""
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("controller") and ref.get("kind") and ref.get("name"):
+            return f"{ref['kind']}/{ref['name']}"
+    return None
+
+
 def pod_view(body: Mapping[str, Any]) -> PodView:
     """The planner's view of a pod object."""
     meta = body.get("metadata", {})
@@ -38,6 +46,8 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         labels=dict(meta.get("labels") or {}),
         annotations=dict(meta.get("annotations") or {}),
         phase=(body.get("status") or {}).get("phase", "Pending"),
+        owner=_controller(meta),
+        ip=(body.get("status") or {}).get("podIP") or None,
     )
 
 
@@ -79,8 +89,11 @@ def gpunode_parts(body: Mapping[str, Any]) -> tuple[GpuNodeSpec, tuple[GpuView, 
             max_watts=g.constraints.max_watts,
             default_watts=g.constraints.default_watts,
             power_watts=g.power_watts,
+            energy_joules=g.energy_joules,
+            limit_watts=g.power_limit_watts,
             pods=tuple((p.namespace, p.name) for p in g.pods),
             mig_enabled=g.mig_enabled,
+            budget_limited=g.budget_limit_watts is not None,
         )
         for g in status.gpus
     )

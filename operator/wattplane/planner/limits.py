@@ -53,4 +53,6 @@ def _within_device(watts: float, why: str, gpu: GpuView) -> CapDecision:
         return CapDecision(gpu.min_watts, f"{why} → {watts:g} W, raised to device minimum {gpu.min_watts:g} W", True)
     if watts > gpu.max_watts:
         return CapDecision(gpu.max_watts, f"{why} → {watts:g} W, lowered to device maximum {gpu.max_watts:g} W", True)
-    return CapDecision(round(watts, 3), f"{why} → {watts:g} W", False)
+    # Milliwatt resolution like NVML; rounding must not step outside the range (bounds stay exact).
+    rounded = min(max(round(watts, 3), gpu.min_watts), gpu.max_watts)
+    return CapDecision(rounded, f"{why} → {watts:g} W", False)

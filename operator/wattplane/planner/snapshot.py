@@ -28,8 +28,14 @@ class GpuView:
     max_watts: float
     default_watts: float
     power_watts: float = 0.0
+    #: The board's energy counter, joules (monotonic while the agent keeps it so); ``None`` if unknown.
+    energy_joules: float | None = None
+    #: The power limit in force now, watts (what the last plan, a budget cut or the default left).
+    limit_watts: float | None = None
     pods: tuple[PodKey, ...] = ()
     mig_enabled: bool = False
+    #: The agent's node-budget loop holds this GPU below its target: its draw says nothing of its demand.
+    budget_limited: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class PodView:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     phase: str = "Running"
+    #: Controller owner as ``Kind/name`` (e.g. ``Job/train-42``): the default job of the pod.
+    owner: str | None = None
+    #: Pod IP, where its progress metric is scraped.
+    ip: str | None = None
 
     @property
     def key(self) -> PodKey:
@@ -73,3 +83,5 @@ class FleetSnapshot:
     pods: Mapping[PodKey, PodView] = field(default_factory=dict)
     namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     nodes: tuple[str, ...] = ()
+    #: Labels of the Node objects (budget sections select nodes, e.g. by rack).
+    node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)

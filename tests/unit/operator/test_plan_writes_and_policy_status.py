@@ -24,13 +24,16 @@ def _written(targets: list[GpuTarget] = TARGETS, generation: int = 4) -> GpuNode
 def test_unchanged_targets_write_nothing_before_a_third_of_the_ttl() -> None:
     current = _written()
     for elapsed in (0, 1, TTL // 3 - 1):
-        assert node_spec_update(current, list(TARGETS), now=T0 + timedelta(seconds=elapsed), ttl_seconds=TTL) is None
+        update = node_spec_update(
+            current, list(TARGETS), now=T0 + timedelta(seconds=elapsed), ttl_seconds=TTL, node_budget_watts=900.0
+        )
+        assert update is None
 
 
 def test_unchanged_targets_renew_only_issued_at_after_a_third_of_the_ttl() -> None:
     current = _written()
     now = T0 + timedelta(seconds=TTL // 3)
-    renewed = node_spec_update(current, list(TARGETS), now=now, ttl_seconds=TTL)
+    renewed = node_spec_update(current, list(TARGETS), now=now, ttl_seconds=TTL, node_budget_watts=900.0)
     assert renewed is not None
     assert renewed.issued_at == now
     assert renewed.model_copy(update={"issued_at": T0}) == current  # nothing else moved
@@ -41,12 +44,20 @@ def test_changed_targets_bump_the_generation() -> None:
     current = _written()
     changed = [TARGETS[0].model_copy(update={"power_limit_watts": 180.0})]
     now = T0 + timedelta(seconds=5)
-    update = node_spec_update(current, changed, now=now, ttl_seconds=TTL)
+    update = node_spec_update(current, changed, now=now, ttl_seconds=TTL, node_budget_watts=900.0)
     assert update is not None
     assert update.plan_generation == 5
     assert update.issued_at == now
     assert update.gpus == changed
-    assert update.node_budget_watts == 900.0  # the budget is not the planner's to drop
+    assert update.node_budget_watts == 900.0
+
+
+def test_a_new_or_dropped_node_budget_is_a_change() -> None:
+    current = _written()
+    for budget, expected in ((750.0, 750.0), (None, None)):
+        update = node_spec_update(current, list(TARGETS), now=T0, ttl_seconds=TTL, node_budget_watts=budget)
+        assert update is not None and update.plan_generation == 5
+        assert update.node_budget_watts == expected
 
 
 def test_removed_targets_are_a_change() -> None:
@@ -143,8 +154,11 @@ def test_planned_policy_status_carries_the_report() -> None:
     assert (status.matched_pods, status.matched_gpus, status.allocated_watts) == (2, 3, 600.0)
     assert status.measured_watts == 512
     assert status.pods == ["ml/a", "ml/b"]
-    (ready,) = status.conditions
+    conditions = {c.type: c for c in status.conditions}
+    assert set(conditions) == {"Ready", "Degraded"}  # no carbon or budget section: no such conditions
+    ready = conditions["Ready"]
     assert (ready.status, ready.reason, ready.message) == ("True", "Planned", "governs 2 pod(s) on 3 GPU(s)")
+    assert conditions["Degraded"].status == "False"
 
 
 def test_ready_transition_time_survives_rounds_and_moves_on_a_flip() -> None:

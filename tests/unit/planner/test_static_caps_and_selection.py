@@ -330,8 +330,9 @@ def test_target_carries_job_and_priority_from_annotations() -> None:
     gpus = [gpu("GPU-0", index=0), gpu("GPU-1", index=1, pods=[(NS, "p1")])]
     result = run(gpus, pods, [policy("cap", limits={"maxWatts": 200})])
     first, second = result.nodes["node-a"]
-    assert (first.job, first.priority) == ("llama", 1000)
-    assert (second.job, second.priority) == ("p1", 500)  # no job annotation: the pod's name
+    # Job ids are namespaced: two teams may both call their run "llama".
+    assert (first.job, first.priority) == (f"{NS}/llama", 1000)
+    assert (second.job, second.priority) == (f"{NS}/p1", 500)  # no job annotation, no batch owner: the pod
 
 
 def test_garbage_annotations_are_reported_per_pod_and_do_not_stop_planning() -> None:
@@ -362,7 +363,7 @@ def test_report_sums_allocated_and_measured_watts() -> None:
     assert report.measured_watts == 240.75
     assert report.reason == "Planned"
     assert report.ready is True
-    assert "governs 1 pod(s) on 2 GPU(s)" in report.message
+    assert "governs 1 pod(s) in 1 job(s) on 2 GPU(s)" in report.message
 
 
 def test_no_matching_pods_is_reported() -> None:
@@ -377,3 +378,12 @@ def test_every_node_appears_even_without_targets() -> None:
     result = run(gpus, [pod()], [policy("cap", limits={"maxWatts": 200})])
     assert set(result.nodes) == {"node-a", "node-b"}
     assert result.nodes["node-b"] == ()
+
+
+def test_a_budget_only_policy_covers_nodes_and_takes_no_pods_away() -> None:
+    # "aaa-budget" sorts first and has the same priority: were it a contender, it would win the pod.
+    budget_only = policy("aaa-budget", budget={"watts": 10_000.0})
+    result = run([gpu()], [pod()], [budget_only, policy("cap", limits={"maxWatts": 200})])
+    assert only_target_watts(result) == 200.0
+    assert result.policies["cap"].pods == (f"{NS}/p0",)
+    assert result.policies["aaa-budget"].pods == ()

@@ -7,7 +7,7 @@ always inside the device's own constraints. Fields carry their unit in the name 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 from wattplane.api.base import ApiModel, LenientApiModel
@@ -117,6 +117,179 @@ class PowerLimits(ApiModel):
         return self
 
 
+class EfficiencySpec(ApiModel):
+    """Zeus-style online profiling per job: sweep power limits, keep the cheapest.
+
+    Cost per unit of progress is ``eta * energy + (1 - eta) * maxPower * time`` (Zeus, NSDI'23):
+    ``eta = 1`` minimises energy alone, ``eta = 0`` time alone. Needs a progress signal on the pod
+    (annotation ``wattplane.io/progress-metric``); without one the policy says so and sets nothing.
+    """
+
+    eta: float = Field(default=0.5, ge=0, le=1)
+    """Weight of energy against time in the cost, in [0, 1]."""
+    max_slowdown: float | None = Field(default=None, gt=0, le=10)
+    """If set, choose the lowest-energy limit whose time per unit is at most ``1 + maxSlowdown`` times the fastest."""
+    step_watts: float = Field(default=25.0, ge=1, le=500)
+    """Sweep step, watts (the sweep runs from the device maximum downwards)."""
+    warmup_seconds: float = Field(default=30.0, ge=0, le=3600)
+    """Time after a limit change before measuring (clocks and throughput settle)."""
+    window_seconds: float = Field(default=60.0, ge=1, le=3600)
+    """Measurement window per limit."""
+    early_stop_fraction: float = Field(default=0.5, gt=0, le=1)
+    """Stop the sweep once throughput falls below this fraction of the best seen (it only gets worse)."""
+    reprofile_after_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    """Age after which a job's profile is measured again."""
+
+
+class SecretRef(ApiModel):
+    """A Secret by name; the namespace defaults to the operator's own."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Secret name."""
+    namespace: str | None = Field(default=None, max_length=63)
+    """Secret namespace (default: the namespace wattplane is installed in)."""
+
+
+class CarbonSourceRef(ApiModel):
+    """Where a policy's carbon signal comes from."""
+
+    provider: Literal["electricitymaps", "watttime", "ukcarbon", "carbon-aware-sdk", "trace"]
+    """Which API, or ``trace`` for a recorded file."""
+    zone: str = Field(min_length=1, max_length=128)
+    """Zone/region in the provider's vocabulary (``DE``, ``CAISO_NORTH``, ``national``, ``eastus``)."""
+    signal: Literal["average", "marginal"] = "average"
+    """Average (grid mix) or marginal emissions; a provider that cannot deliver the kind is an error."""
+    base_url: str | None = Field(default=None, max_length=512)
+    """Override the provider's public URL (proxies, a self-hosted Carbon Aware SDK)."""
+    credentials_secret_ref: SecretRef | None = None
+    """Secret with the provider's credentials (keys: ``token``, or ``username`` and ``password``)."""
+    refresh_interval_seconds: float = Field(default=300.0, ge=10, le=86400)
+    """Minimum time between fetches; all policies on the same source and zone share one cache."""
+    trace_path: str | None = Field(default=None, max_length=1024)
+    """``trace`` only: path of the CSV inside the operator's container."""
+    trace_speedup: float = Field(default=1.0, gt=0, le=1e6)
+    """``trace`` only: trace seconds per wall-clock second."""
+
+
+class CurvePoint(ApiModel):
+    """One point of the intensity → performance-weight curve."""
+
+    x: float = Field(ge=0, le=5000)
+    """Carbon intensity in gCO2eq/kWh (``basis: Absolute``) or its percentile 0-100 in the look-ahead window."""
+    weight: float = Field(ge=0, le=1)
+    """Performance weight w: 0 runs at the efficient limit, 1 at the device maximum."""
+
+
+class CarbonCurve(ApiModel):
+    """Piecewise-linear map from carbon intensity to the weight w (flat beyond the end points)."""
+
+    model_config = ConfigDict(
+        **{
+            "json_schema_extra": {
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self.points.all(p, self.points.filter(q, q.x == p.x).size() == 1)",
+                        "message": "curve points must have distinct x",
+                    },
+                    {
+                        "rule": "self.basis != 'ForecastPercentile' || self.points.all(p, p.x <= 100.0)",
+                        "message": "percentile curve points must have x in 0..100",
+                    },
+                ]
+            }
+        }
+    )
+
+    basis: Literal["Absolute", "ForecastPercentile"] = "ForecastPercentile"
+    """``Absolute``: x is gCO2eq/kWh now. ``ForecastPercentile``: x is where the current intensity ranks
+    (0 cleanest, 100 dirtiest) among the forecast for the look-ahead window, so the policy spends its
+    slowdown in the dirtiest hours it can foresee (Chase)."""
+    points: list[CurvePoint] = Field(min_length=1, max_length=32)
+    """The curve; sorted by x when used."""
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CarbonCurve:
+        xs = [p.x for p in self.points]
+        if len(set(xs)) != len(xs):
+            raise ValueError("curve points must have distinct x")
+        if self.basis == "ForecastPercentile" and any(x > 100 for x in xs):
+            raise ValueError("percentile curve points must have x in 0..100")
+        return self
+
+
+def _default_curve() -> CarbonCurve:
+    # Fast in the cleanest 60% of the look-ahead, efficient in the dirtiest 20%, linear between.
+    return CarbonCurve(points=[CurvePoint(x=60, weight=1.0), CurvePoint(x=80, weight=0.0)])
+
+
+class CarbonSpec(ApiModel):
+    """Chase-style carbon-aware power: efficient when the grid is dirty, fast when it is clean.
+
+    Limit = efficient + w * (max - efficient), where the efficient limit is the job's Zeus optimum
+    when the ``efficiency`` section has profiled it, else ``efficientFractionOfDefault`` of the default.
+    """
+
+    model_config = ConfigDict(
+        **{
+            "json_schema_extra": {
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self.fallback != 'Fixed' || has(self.fallbackIntensity)",
+                        "message": "fallback Fixed needs fallbackIntensity",
+                    },
+                ]
+            }
+        }
+    )
+
+    source: CarbonSourceRef
+    """The signal."""
+    curve: CarbonCurve = Field(default_factory=_default_curve)
+    """Intensity (or its forecast percentile) → weight w."""
+    lookahead_hours: float = Field(default=24.0, gt=0, le=72)
+    """Forecast window for ``ForecastPercentile``; without a forecast the policy falls back to recent history."""
+    efficient_fraction_of_default: float = Field(default=0.6, gt=0, le=1)
+    """Efficient limit for jobs without a Zeus profile, as a fraction of the default limit."""
+    max_staleness_seconds: float = Field(default=7200.0, ge=60, le=7 * 86400)
+    """A signal older than this is stale and the fallback applies."""
+    fallback: Literal["LastGood", "Fixed", "Efficient", "Max"] = "LastGood"
+    """When stale: keep the last good value, use ``fallbackIntensity``, or run efficient / at max."""
+    fallback_intensity: float | None = Field(default=None, ge=0, le=5000)
+    """Intensity assumed under ``fallback: Fixed``, gCO2eq/kWh."""
+
+    @model_validator(mode="after")
+    def _fallback_value(self) -> CarbonSpec:
+        if self.fallback == "Fixed" and self.fallback_intensity is None:
+            raise ValueError("fallback Fixed needs fallbackIntensity")
+        return self
+
+
+class BudgetSpec(ApiModel):
+    """POLCA-style power budget for a set of nodes (e.g. a rack), cut by priority.
+
+    Every GPU on the selected nodes counts. When the sum of what the GPUs may draw exceeds the budget,
+    the lowest priority is cut first (water-filling within a priority), inference and
+    ``wattplane.io/priority: high`` last; the agents enforce their node's share within a tick.
+    """
+
+    watts: float = Field(gt=0, le=1e9)
+    """Budget for the GPUs of all selected nodes, watts."""
+    node_selector: LabelSelector | None = None
+    """Nodes the budget covers (absent: every node with GPUs)."""
+    hysteresis_fraction: float = Field(default=0.05, ge=0, le=0.5)
+    """A node's share changes only when it moves by more than this fraction, and cut GPUs are restored
+    only once power is this far below the budget."""
+
+
+class StragglerSpec(ApiModel):
+    """Perseus-style: in multi-pod jobs, slow the pods that would only wait for the slowest one."""
+
+    tolerance: float = Field(default=0.05, gt=0, le=1)
+    """Step rates within this fraction of the slowest pod's count as matched."""
+    step_watts: float = Field(default=25.0, ge=1, le=500)
+    """How far a fast pod's limit moves per planning round."""
+
+
 class EnergyPolicySpec(ApiModel):
     """Desired behaviour. Sections are optional and compose (tightest limit wins)."""
 
@@ -126,8 +299,92 @@ class EnergyPolicySpec(ApiModel):
     """When several policies select a pod, the highest priority wins (ties: name order)."""
     limits: PowerLimits | None = None
     """Static caps."""
+    efficiency: EfficiencySpec | None = None
+    """Zeus-style per-job power-limit profiling."""
+    carbon: CarbonSpec | None = None
+    """Chase-style carbon-aware limits."""
+    budget: BudgetSpec | None = None
+    """POLCA-style power budget for a node set."""
+    stragglers: StragglerSpec | None = None
+    """Perseus-style slow-down of pods that wait for a straggler."""
     dry_run: bool = False
     """Plan and report only; never touch devices."""
+
+
+class CarbonStatus(LenientApiModel):
+    """The carbon signal behind the current limits."""
+
+    intensity: float | None = None
+    """Current intensity, gCO2eq/kWh (``None`` when no usable value exists)."""
+    unit: str = "gCO2eq/kWh"
+    """Unit of ``intensity``."""
+    time: str | None = None
+    """When the value applies (RFC 3339)."""
+    source: str = ""
+    """``provider/zone``."""
+    stale: bool = False
+    """Older than the policy's staleness bound (the fallback applies)."""
+    weight: float | None = None
+    """The performance weight w the curve gave."""
+    message: str = ""
+    """Why the signal is what it is (errors, fallback used)."""
+
+
+class BudgetStatus(LenientApiModel):
+    """The budget section's last allocation."""
+
+    watts: float = 0.0
+    """The budget, watts."""
+    allocated_watts: float = 0.0
+    """Sum of the per-node shares handed to agents, watts."""
+    measured_watts: float = 0.0
+    """Measured power of the covered GPUs, watts."""
+    minimum_watts: float = 0.0
+    """Sum of the covered GPUs' minimum limits: below this no cut can meet the budget."""
+    nodes: int = 0
+    """Nodes covered."""
+    cut_gpus: int = 0
+    """GPUs limited below what other sections allow, to fit the budget."""
+
+
+class ProfilePoint(LenientApiModel):
+    """One measured power limit of a Zeus sweep."""
+
+    watts: float
+    """Power limit during the window."""
+    seconds_per_unit: float
+    """Wall time per unit of progress (lower is faster)."""
+    joules_per_unit: float
+    """GPU energy per unit of progress, all the job's GPUs."""
+
+
+class JobProfile(LenientApiModel):
+    """A job's Zeus sweep on one GPU model: where it stands and what it found."""
+
+    job: str
+    """``namespace/job``."""
+    gpu_model: str
+    """GPU model the profile was measured on."""
+    state: Literal["Profiling", "Done", "NoProgressSignal", "Failed"] = "Profiling"
+    """Sweep state."""
+    current_watts: float | None = None
+    """Limit being measured (``Profiling``)."""
+    phase_started_at: str | None = None
+    """When the current warm-up or window began (RFC 3339)."""
+    phase: Literal["Warmup", "Measure"] | None = None
+    """Warm-up or measurement."""
+    start_progress: float | None = None
+    """Progress counter at the start of the current window."""
+    start_energy_joules: float | None = None
+    """Job's GPU energy at the start of the current window."""
+    points: list[ProfilePoint] = Field(default_factory=list, max_length=64)
+    """Measurements so far."""
+    chosen_watts: float | None = None
+    """The limit the cost function picked (``Done``)."""
+    completed_at: str | None = None
+    """When the sweep finished (RFC 3339); re-profiling counts from here."""
+    message: str = ""
+    """Human-readable state."""
 
 
 class EnergyPolicyStatus(LenientApiModel):
@@ -152,6 +409,18 @@ class EnergyPolicyStatus(LenientApiModel):
     """Sum of the measured power of the governed GPUs, watts."""
     pods: list[str] = Field(default_factory=list, max_length=200)
     """``namespace/name`` of governed pods (first 200)."""
+    matched_jobs: int = 0
+    """Jobs (pods grouped by ``wattplane.io/job`` or owner) this policy governs now."""
+    carbon: CarbonStatus | None = None
+    """The carbon signal the last plan used."""
+    budget: BudgetStatus | None = None
+    """How the budget was shared out in the last plan."""
+    profiles: list[JobProfile] = Field(default_factory=list, max_length=500)
+    """Zeus profiles per (job, GPU model); kept here so an operator restart loses nothing."""
+    energy_joules: float = 0.0
+    """Energy of the governed GPUs since the policy was created, joules (monotonic)."""
+    carbon_grams: float = 0.0
+    """Emissions attributed to that energy with the policy's signal, gCO2eq."""
 
 
 class EnergyPolicy(LenientApiModel):

@@ -108,18 +108,26 @@ class GpuStatus(LenientApiModel):
     throttle_reasons: list[str] = Field(default_factory=list)
     target_watts: float | None = None
     """Limit the plan asks for (after clamping), watts; absent when no target applies."""
+    budget_limit_watts: float | None = None
+    """Limit the node budget holds this GPU to, below its target or prior limit, watts; absent when not held."""
     state: Literal["Default", "Applied", "DryRun", "Error"] = "Default"
     """Whether the GPU runs at its prior settings, the plan's target, or failed to apply."""
+    reason: str = ""
+    """CamelCase reason for the state: NodeBudget, Clamped, Restored, or the error (NoPermission, GpuLost, ...)."""
     message: str = ""
+    stale: bool = False
+    """The GPU could not be read this time; its measurements are from the last successful read."""
     pods: list[PodRef] = Field(default_factory=list)
 
 
 class PodEnergy(ApiModel):
-    """Energy attributed to one pod's GPUs since the agent first saw it."""
+    """Energy attributed to one pod's (container's) GPUs since the agent first saw it."""
 
     namespace: str
     name: str
     uid: str = ""
+    container: str = ""
+    """The container holding the GPUs (empty when unknown)."""
     energy_joules: float
 
 

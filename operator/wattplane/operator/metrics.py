@@ -1,0 +1,118 @@
+"""The operator's Prometheus endpoint: planning rounds, API writes, policies, and the carbon feed.
+
+A custom collector reads the reconciler's counters and the last plan at scrape time, so the figures
+are always current and nothing is updated on the hot path. The carbon metrics come from
+:class:`wattplane.carbon.metrics.CarbonCollector`, which the chart's "carbon signal stale" alert uses.
+Served by a small aiohttp app in the operator's own event loop (no extra thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from wattplane.carbon.metrics import CarbonCollector
+from wattplane.carbon.service import CarbonService
+from wattplane.planner.plan import Plan
+
+
+class ReconcilerFacts(Protocol):
+    """What the collector reads from the reconciler."""
+
+    @property
+    def rounds(self) -> int:
+        """Planning rounds completed."""
+        ...
+
+    @property
+    def round_errors(self) -> int:
+        """Planning rounds that failed."""
+        ...
+
+    @property
+    def api_writes(self) -> int:
+        """Writes to the API server (patches and events)."""
+        ...
+
+    @property
+    def last_round_seconds(self) -> float:
+        """Duration of the last planning round, seconds."""
+        ...
+
+    @property
+    def last_plan(self) -> Plan | None:
+        """The last plan."""
+        ...
+
+
+class OperatorCollector(Collector):
+    """Planning-loop and per-policy figures from the reconciler."""
+
+    def __init__(self, facts: ReconcilerFacts) -> None:
+        self._facts = facts
+
+    def collect(self) -> Iterable[Metric]:
+        """Metric families for one scrape."""
+        f = self._facts
+        yield CounterMetricFamily("wattplane_operator_rounds", "Planning rounds completed.", value=f.rounds)
+        yield CounterMetricFamily(
+            "wattplane_operator_round_errors", "Planning rounds that failed (retried).", value=f.round_errors
+        )
+        yield CounterMetricFamily(
+            "wattplane_operator_api_writes", "Patches and events written to the API server.", value=f.api_writes
+        )
+        yield GaugeMetricFamily(
+            "wattplane_operator_round_duration_seconds",
+            "Duration of the last planning round.",
+            value=f.last_round_seconds,
+        )
+        plan = f.last_plan
+        allocated = GaugeMetricFamily(
+            "wattplane_policy_allocated_watts", "Sum of the GPU limits a policy assigned.", labels=["policy"]
+        )
+        gpus = GaugeMetricFamily("wattplane_policy_gpus", "GPUs a policy sets.", labels=["policy"])
+        budget = GaugeMetricFamily("wattplane_policy_budget_watts", "A policy's power budget.", labels=["policy"])
+        measured = GaugeMetricFamily(
+            "wattplane_policy_budget_measured_watts", "Measured power of the GPUs a budget covers.", labels=["policy"]
+        )
+        met = GaugeMetricFamily("wattplane_policy_budget_met", "1 when the budget is met.", labels=["policy"])
+        weight = GaugeMetricFamily(
+            "wattplane_policy_carbon_weight", "Performance weight w from the carbon curve.", labels=["policy"]
+        )
+        for name, report in sorted((plan.policies if plan is not None else {}).items()):
+            allocated.add_metric([name], report.allocated_watts)
+            gpus.add_metric([name], report.gpus)
+            if report.budget is not None:
+                budget.add_metric([name], report.budget.watts)
+                measured.add_metric([name], report.budget.measured_watts)
+                met.add_metric([name], 1.0 if report.budget_met else 0.0)
+            if report.carbon is not None and report.carbon.weight is not None:
+                weight.add_metric([name], report.carbon.weight)
+        yield from (allocated, gpus, budget, measured, met, weight)
+
+
+def registry_for(facts: ReconcilerFacts, carbon: CarbonService) -> CollectorRegistry:
+    """A registry with the operator's and the carbon feed's collectors."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(OperatorCollector(facts))
+    registry.register(CarbonCollector(carbon))
+    return registry
+
+
+async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> web.AppRunner:
+    """Start ``/metrics`` on ``host:port``; the caller cleans the runner up."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

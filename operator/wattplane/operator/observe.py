@@ -1,0 +1,217 @@
+"""Observe the jobs the plan governs: progress counters → Zeus profiles and Perseus straggler caps.
+
+After each planning round the observer scrapes the progress metric of every pod whose policy has an
+``efficiency`` or ``stragglers`` section (concurrently, each scrape with a timeout), adds up the job's
+GPU energy from the agents' reports, and advances the pure state machines in
+:mod:`wattplane.planner.efficiency` and :mod:`wattplane.planner.stragglers`. Their state is what the
+next round plans with; the profiles also go into EnergyPolicy status so a restarted operator resumes
+a sweep instead of starting over. Scrape failures are values, never exceptions: a job without a usable
+signal is reported by the planner as ``NoProgressSignal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+from wattplane.api.annotations import parse_pod_annotations
+from wattplane.api.v1alpha1.energypolicy import JobProfile
+from wattplane.operator.progress import ProgressSample, parse_progress_metric, scrape
+from wattplane.planner.efficiency import JobObservation, advance
+from wattplane.planner.plan import JobView, Plan
+from wattplane.planner.snapshot import FleetSnapshot, PodKey, PolicyView
+from wattplane.planner.stragglers import Hold, decide_caps
+
+ProfileKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _Sample:
+    value: float
+    at: datetime
+
+
+def _probe_overridden(job: JobView, plan: Plan, profile: JobProfile | None) -> bool:
+    """Whether a GPU of a profiling job runs below the probe (a budget cut): that window measures nothing."""
+    if profile is None or profile.state != "Profiling" or profile.current_watts is None:
+        return False
+    targets = {t.uuid: t for ts in plan.nodes.values() for t in ts}
+    return any(
+        (t := targets.get(u)) is not None and t.power_limit_watts < profile.current_watts - 0.5 for u in job.gpus
+    )
+
+
+class JobObserver:
+    """Holds profiles and straggler caps between rounds; feeds them with fresh observations."""
+
+    def __init__(self, *, timeout_s: float = 2.0, session: aiohttp.ClientSession | None = None) -> None:
+        self._timeout_s = timeout_s
+        self._session = session
+        self._owns_session = session is None
+        self.profiles: dict[ProfileKey, JobProfile] = {}
+        self.straggler_caps: dict[PodKey, float] = {}
+        self._holds: dict[PodKey, Hold] = {}
+        self._last: dict[PodKey, _Sample] = {}
+        self.pod_problems: dict[PodKey, str] = {}
+        self._annotations: Mapping[PodKey, Mapping[str, str]] = {}
+
+    def seed(self, profiles: Iterable[JobProfile]) -> None:
+        """Adopt persisted profiles for jobs this observer has not seen yet."""
+        for profile in profiles:
+            self.profiles.setdefault((profile.job, profile.gpu_model), profile)
+
+    def profiles_of(self, policy: str, plan: Plan) -> list[JobProfile]:
+        """The profiles of the jobs ``policy`` governs now, in a stable order, for its status."""
+        jobs = {j.id for j in plan.jobs.values() if j.policy == policy}
+        return [p for key, p in sorted(self.profiles.items()) if key[0] in jobs]
+
+    async def close(self) -> None:
+        """Close the HTTP session if the observer opened it."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def observe(
+        self, plan: Plan, snapshot: FleetSnapshot, policies: Mapping[str, PolicyView], now: datetime
+    ) -> None:
+        """Scrape and advance every job whose policy needs observations; never raises."""
+        jobs = [
+            j
+            for j in plan.jobs.values()
+            if (p := policies.get(j.policy)) is not None
+            and (p.spec.efficiency is not None or p.spec.stragglers is not None)
+        ]
+        pods = sorted({k for j in jobs for k in j.pods})
+        self._annotations = {k: snapshot.pods[k].annotations for k in pods if k in snapshot.pods}
+        samples = dict(zip(pods, await asyncio.gather(*(self._scrape(snapshot, k) for k in pods)), strict=True))
+        energy = {g.uuid: g.energy_joules for g in snapshot.gpus}
+        for job in jobs:
+            policy = policies[job.policy]
+            if policy.spec.efficiency is not None:
+                self._advance_profile(job, policy, plan, samples, energy, now)
+            if policy.spec.stragglers is not None:
+                self._advance_stragglers(job, policy, samples, snapshot, now)
+        for key, sample in samples.items():
+            if sample is not None:
+                self._last[key] = _Sample(sample.value, now)
+        live = set(pods)
+        for key in set(self._last) - live:
+            del self._last[key]
+        for key in set(self.straggler_caps) - live:
+            del self.straggler_caps[key]
+        for key in set(self._holds) - live:
+            del self._holds[key]
+
+    async def _scrape(self, snapshot: FleetSnapshot, key: PodKey) -> ProgressSample | None:
+        pod = snapshot.pods.get(key)
+        if pod is None:
+            return None
+        raw = parse_pod_annotations(pod.annotations).progress_metric
+        if raw is None:
+            return None
+        try:
+            target = parse_progress_metric(raw)
+        except ValueError as exc:
+            self.pod_problems[key] = f"wattplane.io/progress-metric: {exc}"
+            return None
+        result = await scrape(self._http(), target, pod.ip, self._timeout_s)
+        if isinstance(result, ProgressSample):
+            self.pod_problems.pop(key, None)
+            return result
+        self.pod_problems[key] = f"progress metric scrape failed: {result}"
+        return None
+
+    def _advance_profile(
+        self,
+        job: JobView,
+        policy: PolicyView,
+        plan: Plan,
+        samples: Mapping[PodKey, ProgressSample | None],
+        energy: Mapping[str, float | None],
+        now: datetime,
+    ) -> None:
+        spec = policy.spec.efficiency
+        assert spec is not None
+        key = (job.id, job.gpu_model)
+        profile = self.profiles.get(key)
+        values = [samples.get(k) for k in job.pods]
+        joules = [energy.get(u) for u in job.gpus]
+        observation = None
+        if (
+            values
+            and all(v is not None for v in values)
+            and all(e is not None for e in joules)
+            and not _probe_overridden(job, plan, profile)
+        ):
+            observation = JobObservation(
+                progress=math.fsum(v.value for v in values if v is not None),
+                energy_joules=math.fsum(e for e in joules if e is not None),
+                at=now,
+                gpus=len(job.gpus),
+            )
+        slowdowns = [
+            s for k in job.pods if (s := parse_pod_annotations(self._annotations.get(k, {})).max_slowdown) is not None
+        ]
+        if slowdowns:  # the pod's own tolerance, if it states one, is the one that counts
+            spec = spec.model_copy(update={"max_slowdown": min(slowdowns)})
+        self.profiles[key] = advance(
+            profile,
+            job=job.id,
+            gpu_model=job.gpu_model,
+            spec=spec,
+            min_watts=job.min_watts,
+            max_watts=job.max_watts,
+            observation=observation,
+            now=now,
+        )
+
+    def _advance_stragglers(
+        self,
+        job: JobView,
+        policy: PolicyView,
+        samples: Mapping[PodKey, ProgressSample | None],
+        snapshot: FleetSnapshot,
+        now: datetime,
+    ) -> None:
+        assert policy.spec.stragglers is not None
+        rates: dict[PodKey, float | None] = {}
+        for key in job.pods:
+            sample, last = samples.get(key), self._last.get(key)
+            rate = None
+            if sample is not None and last is not None:
+                seconds = (now - last.at).total_seconds()
+                if seconds > 0 and sample.value >= last.value:
+                    rate = (sample.value - last.value) / seconds
+            rates[key] = rate
+        gpus_of: dict[PodKey, list[tuple[float, float]]] = {}
+        for gpu in snapshot.gpus:
+            for key in gpu.pods:
+                if key in rates:
+                    gpus_of.setdefault(key, []).append((gpu.min_watts, gpu.max_watts))
+        ceilings = {k: min(hi for _, hi in v) for k, v in gpus_of.items()}
+        floors = {k: max(lo for lo, _ in v) for k, v in gpus_of.items()}
+        decisions = decide_caps(
+            {k: rates[k] for k in ceilings},
+            {k: self.straggler_caps.get(k) for k in ceilings},
+            ceilings,
+            floors,
+            policy.spec.stragglers,
+            holds={k: h for k, h in self._holds.items() if k in ceilings},
+        )
+        for key, decision in decisions.items():
+            if decision.cap_watts is None:
+                self.straggler_caps.pop(key, None)
+            else:
+                self.straggler_caps[key] = decision.cap_watts
+            if decision.hold is None:
+                self._holds.pop(key, None)
+            else:
+                self._holds[key] = decision.hold

@@ -1,0 +1,57 @@
+"""What a planning round knows besides the fleet: the time and the outside signals.
+
+The operator turns its caches (carbon service, stored profiles) into these plain values before it
+calls the planner, so the planner stays free of clients and clocks: the same context gives the same
+plan. Times are aware datetimes (UTC); a naive one is read as UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from wattplane.api.v1alpha1.energypolicy import JobProfile
+from wattplane.planner.snapshot import PodKey
+
+
+@dataclass(frozen=True)
+class CarbonInput:
+    """One carbon signal as a policy's ``carbon`` section sees it.
+
+    Attributes:
+        intensity: Current intensity, gCO2eq/kWh; ``None`` when no usable value exists.
+        time: When ``intensity`` applies (start of its interval); ``None`` when unknown.
+        forecast: ``(start, g/kWh)`` points ahead of ``time``, as the provider forecast them.
+        history: ``(start, g/kWh)`` points of the recent past, measured.
+        stale: The carbon service already judged the signal too old or failed to refresh it.
+        source: ``provider/zone``, for reasons and status.
+        message: Why the signal is what it is (fetch errors, estimated values).
+    """
+
+    intensity: float | None = None
+    time: datetime | None = None
+    forecast: tuple[tuple[datetime, float], ...] = ()
+    history: tuple[tuple[datetime, float], ...] = ()
+    stale: bool = False
+    source: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """Everything a round needs besides the fleet and the policies.
+
+    Attributes:
+        now: The round's time (aware UTC); carbon staleness and profile phases are judged against it.
+        carbon: Each carbon policy's signal, by policy name.
+        profiles: Zeus profiles by ``(job id, GPU model)``, as the operator's observer advanced them.
+        straggler_caps: Perseus caps by pod, watts, as the observer advanced them.
+        previous_node_budgets: The node budgets last written, for the budget's hysteresis.
+    """
+
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    carbon: Mapping[str, CarbonInput] = field(default_factory=dict)
+    profiles: Mapping[tuple[str, str], JobProfile] = field(default_factory=dict)
+    straggler_caps: Mapping[PodKey, float] = field(default_factory=dict)
+    previous_node_budgets: Mapping[str, float] = field(default_factory=dict)
