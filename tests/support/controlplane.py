@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -118,6 +119,35 @@ class ControlPlane:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)
+
+    def restart(self, name: str, *, ready_within_s: float = 90.0) -> float:
+        """Stop process ``name`` and start it again with the same command line; return the seconds down.
+
+        Same port, same certificates (kube-apiserver reuses the ones in its cert dir), same data
+        directory: clients reconnect to what looks like the same server after an outage. For the API
+        server this waits until ``/readyz`` passes and the CRDs are served again.
+        """
+        old = self.processes[name]
+        argv = [str(a) for a in old.popen.args]
+        started = time.monotonic()
+        old.stop()
+        process = spawn(name, argv, self.workdir)
+        self.processes[name] = process
+        if name == "kube-apiserver":
+            ready = "kube-apiserver /readyz after restart"
+            _wait(lambda: self.request("/readyz") == 200, ready, ready_within_s, process)
+            for plural in ("energypolicies", "gpunodes"):
+                path = f"/apis/wattplane.io/v1alpha1/{plural}"
+                _wait(lambda p=path: self.request(p) == 200, f"CRD {plural} served", ready_within_s, process)
+        return time.monotonic() - started
+
+    def pause(self, name: str) -> None:
+        """Freeze process ``name`` (SIGSTOP): it holds its sockets open but answers nothing."""
+        os.kill(self.processes[name].popen.pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """Let a paused process run again (SIGCONT)."""
+        os.kill(self.processes[name].popen.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop every process, newest first."""

@@ -10,15 +10,15 @@ import sys
 
 from prometheus_client import CollectorRegistry
 from wattplane.agent import server
+from wattplane.agent.apiserver import ApiClient, ConfigError, load_config
 from wattplane.agent.attribution import podresources_source
 from wattplane.agent.engine import NodeEngine
 from wattplane.agent.gpu.base import GpuBackend
 from wattplane.agent.journal import Journal
 from wattplane.agent.kube import NodeObjects
-from wattplane.agent.loop import AgentLoop
+from wattplane.agent.loop import AgentLoop, budget_params
 from wattplane.agent.metrics import AgentCollector
 from wattplane.agent.settings import AgentSettings
-from wattplane.kube.client import api_client
 
 logger = logging.getLogger("wattplane.agent")
 
@@ -33,6 +33,8 @@ def make_backend(settings: AgentSettings) -> GpuBackend:
             gpu_count=settings.sim_gpu_count,
             model=settings.sim_model,
             state_file=settings.sim_state_file,
+            profiles=settings.sim_profiles,
+            faults_file=settings.sim_faults_file,
         )
     from wattplane.agent.gpu.nvml import NvmlBackend
 
@@ -41,9 +43,14 @@ def make_backend(settings: AgentSettings) -> GpuBackend:
 
 async def amain(settings: AgentSettings) -> int:
     """Run the agent until SIGTERM/SIGINT."""
+    # First: a node without usable credentials fails before touching its GPUs.
+    cluster = load_config(settings.kubeconfig)
+    api = ApiClient(cluster)
+    logger.info("API server %s (%s)", cluster.server, cluster.source)
     backend = make_backend(settings)
-    engine = NodeEngine(backend, Journal(settings.journal_path), dry_run=settings.dry_run)
-    api = await api_client(settings.kubeconfig)
+    engine = NodeEngine(
+        backend, Journal(settings.journal_path), dry_run=settings.dry_run, budget_params=budget_params(settings)
+    )
     source = None
     if settings.pod_mapper == "podresources":
         mig_parents = getattr(backend, "mig_parent_uuids", dict)
@@ -51,9 +58,9 @@ async def amain(settings: AgentSettings) -> int:
         source = podresources_source(settings.podresources_socket, uuids, mig_parents)
     loop = AgentLoop(settings, engine, NodeObjects(api, settings.node_name), assignment_source=source)
     registry = CollectorRegistry()
-    registry.register(AgentCollector(settings.node_name, lambda: loop.status, lambda: loop.spec, lambda: engine.stats))
+    registry.register(AgentCollector(settings.node_name, loop.snapshot))
     runner, port = await server.start(
-        server.build_app(registry, lambda: loop.ready), settings.metrics_host, settings.metrics_port
+        server.build_app(registry, loop.readiness, loop.health), settings.metrics_host, settings.metrics_port
     )
     logger.info("agent for node %s: backend %s, metrics on port %d", settings.node_name, backend.info.name, port)
     stop = asyncio.Event()
@@ -83,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.node_name:
         parser.error("no node name: pass --node or set NODE_NAME")
-    return asyncio.run(amain(settings))
+    try:
+        return asyncio.run(amain(settings))
+    except ConfigError as exc:  # no cluster to talk to: say why, without a traceback
+        logger.error("cannot connect to the API server: %s", exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The node agent's core: apply a plan to the node's GPUs, restore what it changed, observe.
+"""The node agent's core: apply a plan to the node's GPUs, keep the node in budget, restore, observe.
 
-No Kubernetes here: the engine takes a :class:`GpuNodeSpec` and returns a :class:`GpuNodeStatus`, so
-the same code serves the DaemonSet, ``wattplane run`` on a bare-metal node and the simulator.
+No Kubernetes here: the engine takes the plan's targets (and the node budget) and leaves outcomes and
+readings behind, so the same code serves the DaemonSet, ``wattplane run`` on a bare-metal node and the
+simulator.
 
 Rules every write follows:
 
@@ -12,26 +13,37 @@ Rules every write follows:
 * **Journaled.** The GPU's prior limit and clock lock are recorded before the first write and put
   back, exactly, when the target goes away, the plan expires, or the agent is told to let go.
 * **Isolated.** One GPU failing (no permission, lost, ...) marks that GPU and never stops the others.
+* **Dry run** computes and reports everything, budget cuts included, and writes nothing at all.
+
+Each :meth:`NodeEngine.reconcile` is one tick: read every GPU once, decide the node budget's limits
+(:mod:`wattplane.agent.budget`), write what differs, and read back what was written.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from wattplane.agent.gpu.base import GpuBackend, GpuDevice, GpuReading
-from wattplane.agent.gpu.errors import GpuError
+from wattplane.agent.budget import BudgetDecision, BudgetGpu, BudgetParams, BudgetState, enforce
+from wattplane.agent.gpu.base import GpuBackend, GpuDevice, GpuReading, PowerConstraints
+from wattplane.agent.gpu.errors import GpuDriverError, GpuError
 from wattplane.agent.journal import Journal, PriorState
+from wattplane.agent.stats import ApplyStats
 from wattplane.api.v1alpha1.gpunode import GpuTarget, PodRef
+
+__all__ = ["ApplyStats", "GpuOutcome", "NodeEngine", "PodAssignment", "plan_expired"]
 
 logger = logging.getLogger(__name__)
 
 #: Two limits closer than this are equal (NVML stores integer milliwatts).
 _WATT_TOLERANCE = 0.5e-3
+#: Ticks a GPU whose write failed is left out of budget cuts before the loop tries it again.
+_UNWRITABLE_RETRY_TICKS = 30
 
 
 @dataclass
@@ -40,29 +52,57 @@ class GpuOutcome:
 
     state: Literal["Default", "Applied", "DryRun", "Error"] = "Default"
     target_watts: float | None = None
+    """The plan's target after clamping."""
     message: str = ""
     error_reason: str | None = None
+    """Machine-readable reason when ``state`` is ``Error``."""
+    reason: str = ""
+    """Machine-readable reason of the state (``Clamped``, ``NodeBudget``, ``GpuLost``, ...)."""
+    budget_limit_watts: float | None = None
+    """The limit the node budget imposes below the target (or below the prior limit), watts."""
+    read_failed: bool = False
+    """The GPU could not be read in this tick (its measurements are stale)."""
 
 
-@dataclass
-class ApplyStats:
-    """Counters for metrics and tests."""
+@dataclass(frozen=True)
+class _Intent:
+    """What the plan asks of one readable GPU in this tick, before the budget has its say."""
 
-    writes: int = 0
-    errors: int = 0
-    restores: int = 0
-    last_errors: dict[str, str] = field(default_factory=dict)
+    kind: Literal["apply", "restore", "dry_run", "refused"]
+    ceiling_watts: float
+    target: GpuTarget | None = None
+    note: str = ""
+    reason: str = ""
 
 
 class NodeEngine:
     """Applies plans to one node's GPUs and remembers what it changed."""
 
-    def __init__(self, backend: GpuBackend, journal: Journal, *, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        backend: GpuBackend,
+        journal: Journal,
+        *,
+        dry_run: bool = False,
+        budget_params: BudgetParams | None = None,
+    ) -> None:
         self.backend = backend
         self.journal = journal
         self.dry_run = dry_run
+        self.budget_params = budget_params or BudgetParams()
         self.outcomes: dict[str, GpuOutcome] = {}
         self.stats = ApplyStats()
+        #: This tick's readings (after write-backs): a reading, or the error that prevented it.
+        self.readings: dict[str, GpuReading | GpuError] = {}
+        #: The last successful reading of every GPU, kept to report a GPU that stopped answering.
+        self.last_good: dict[str, GpuReading] = {}
+        #: The node budget's last decision (``None`` until a tick ran with the plan in force).
+        self.budget: BudgetDecision | None = None
+        self._budget_state: BudgetState | None = None
+        #: GPUs whose last write failed → the tick from which the budget may try them again.
+        self._unwritable: dict[str, int] = {}
+        self._tick = 0
+        self._constraints: dict[str, PowerConstraints] = {}
         self._devices: list[GpuDevice] = list(backend.devices())
 
     @property
@@ -70,67 +110,237 @@ class NodeEngine:
         """The node's GPUs, by index."""
         return self._devices
 
-    def reconcile(self, targets: Sequence[GpuTarget], *, expired: bool = False) -> dict[str, GpuOutcome]:
-        """Bring every GPU to its target, or back to its prior state when it has none.
+    @property
+    def constraints(self) -> Mapping[str, PowerConstraints]:
+        """Constraints of every GPU that has answered once (they never change while the driver runs)."""
+        return self._constraints
 
-        ``expired`` means the plan outlived its TTL (the operator is gone): every GPU is restored.
+    def reconcile(
+        self,
+        targets: Sequence[GpuTarget],
+        *,
+        expired: bool = False,
+        node_budget_watts: float | None = None,
+    ) -> dict[str, GpuOutcome]:
+        """One tick: bring every GPU to its target within the node budget, or back to its prior state.
+
+        ``expired`` means the plan outlived its TTL (the operator is gone): every GPU is restored and
+        the budget, part of that plan, lapses with it.
         """
+        self._tick += 1
+        self.read_all()
         by_uuid = {t.uuid: t for t in targets}
+        intents: dict[str, _Intent] = {}
         for device in self._devices:
             uuid = device.identity.uuid
-            target = None if expired else by_uuid.get(uuid)
+            reading = self.readings[uuid]
+            if isinstance(reading, GpuError):
+                self._fail(device, reading, read_failed=True)
+                continue
             try:
-                if device.identity.mig_enabled and target is not None:
-                    self.outcomes[uuid] = GpuOutcome(
-                        state="Error", message="MIG-enabled GPU: power limits are never set per instance"
-                    )
-                    self._restore(device)
-                elif target is None:
-                    self.outcomes[uuid] = self._restore(device)
-                elif target.dry_run or self.dry_run:
-                    self.outcomes[uuid] = self._dry_run(device, target)
-                else:
-                    self.outcomes[uuid] = self._apply(device, target)
+                intents[uuid] = self._intent(device, reading, None if expired else by_uuid.get(uuid))
+            except Exception as exc:
+                self._fail(device, _as_gpu_error(exc, device))
+        decision = self._decide_budget(intents, None if expired else node_budget_watts)
+        for device in self._devices:
+            uuid = device.identity.uuid
+            intent = intents.get(uuid)
+            reading = self.readings[uuid]
+            if intent is None or isinstance(reading, GpuError):
+                continue
+            try:
+                self.outcomes[uuid] = self._act(device, reading, intent, decision.limits.get(uuid))
                 self.stats.last_errors.pop(uuid, None)
-            except GpuError as exc:
-                self.stats.errors += 1
-                self.stats.last_errors[uuid] = exc.reason
-                logger.warning("GPU %s (%s): %s", device.identity.index, uuid, exc)
-                self.outcomes[uuid] = GpuOutcome(state="Error", message=str(exc), error_reason=exc.reason)
+            except Exception as exc:  # one GPU failing (a backend bug included) never stops the others
+                self._fail(device, _as_gpu_error(exc, device))
+                self._unwritable[uuid] = self._tick + _UNWRITABLE_RETRY_TICKS
         return dict(self.outcomes)
 
     def restore_all(self) -> list[str]:
-        """Put every GPU the agent changed back to its journaled state; return failures."""
+        """Put every GPU the agent changed back to its journaled state; return failures.
+
+        One failed restore never stops the others; a GPU that failed keeps its journal entry, so a
+        later run still owes it the restore.
+        """
         failures: list[str] = []
+        if self.dry_run:
+            return failures  # a dry run touches nothing, on the way out either
         for device in self._devices:
+            uuid = device.identity.uuid
             try:
-                self.outcomes[device.identity.uuid] = self._restore(device)
-            except GpuError as exc:
-                failures.append(f"{device.identity.uuid}: {exc}")
-                logger.error("restore of GPU %s failed: %s", device.identity.uuid, exc)
+                self._read(device)
+                reading = self.readings[uuid]
+                if isinstance(reading, GpuError):
+                    raise reading
+                self.outcomes[uuid] = self._restore(device, reading)
+            except Exception as exc:
+                failures.append(f"{uuid}: {exc}")
+                logger.error("restore of GPU %s failed: %s", uuid, exc)
+        self._budget_state = None
         return failures
 
-    def _apply(self, device: GpuDevice, target: GpuTarget) -> GpuOutcome:
+    def read_all(self) -> dict[str, GpuReading | GpuError]:
+        """Sample every GPU; a failing GPU yields its error instead of a reading."""
+        for device in self._devices:
+            self._read(device)
+        return dict(self.readings)
+
+    def _read(self, device: GpuDevice) -> None:
+        uuid = device.identity.uuid
+        try:
+            reading = device.read()
+        except Exception as exc:
+            self.readings[uuid] = _as_gpu_error(exc, device)
+            return
+        self.readings[uuid] = self.last_good[uuid] = reading
+
+    def constraints_of(self, device: GpuDevice) -> PowerConstraints:
+        """The device's constraints, asked once."""
+        uuid = device.identity.uuid
+        known = self._constraints.get(uuid)
+        if known is None:
+            known = self._constraints[uuid] = device.constraints()
+        return known
+
+    def _intent(self, device: GpuDevice, reading: GpuReading, target: GpuTarget | None) -> _Intent:
+        limits = self.constraints_of(device)
+        prior = self.journal.get(device.identity.uuid)
+        prior_watts = limits.clamp(prior.power_limit_watts if prior else reading.power_limit_watts)
+        if device.identity.mig_enabled and target is not None:
+            return _Intent(
+                "refused",
+                prior_watts,
+                note="MIG-enabled GPU: power limits are never set per instance",
+                reason="MigEnabled",
+            )
+        if target is None:
+            return _Intent("restore", prior_watts)
         wanted = target.power_limit_watts
         if not math.isfinite(wanted):
-            return GpuOutcome(state="Error", message=f"target {wanted!r} W is not a finite number; not applied")
-        limits = device.constraints()
+            return _Intent(
+                "refused",
+                prior_watts,
+                target,
+                note=f"target {wanted!r} W is not a finite number; not applied",
+                reason="InvalidTarget",
+            )
         watts = limits.clamp(wanted)
-        note = "" if abs(watts - wanted) <= _WATT_TOLERANCE else f"target {wanted:g} W clamped to {watts:g} W"
-        reading = device.read()
+        clamped = abs(watts - wanted) > _WATT_TOLERANCE
+        note = f"target {wanted:g} W clamped to {watts:g} W" if clamped else ""
+        kind: Literal["apply", "dry_run"] = "dry_run" if target.dry_run or self.dry_run else "apply"
+        return _Intent(kind, watts, target, note=note, reason="Clamped" if clamped else "")
+
+    def _decide_budget(self, intents: Mapping[str, _Intent], budget_watts: float | None) -> BudgetDecision:
+        gpus: list[BudgetGpu] = []
+        for device in self._devices:
+            uuid = device.identity.uuid
+            reading = self.readings[uuid]
+            intent = intents.get(uuid)
+            if intent is None or isinstance(reading, GpuError):
+                continue  # unreadable: its power is unknown and it cannot be steered
+            # Engine-wide dry run plays the budget out as if the writes happened; a dry-run target,
+            # a refused one and a GPU whose writes fail are givens the others must make room for.
+            steerable = intent.kind in ("apply", "restore") or (intent.kind == "dry_run" and self.dry_run)
+            gpus.append(
+                BudgetGpu(
+                    uuid=uuid,
+                    power_watts=reading.power_watts,
+                    min_watts=self._constraints[uuid].min_watts,
+                    ceiling_watts=intent.ceiling_watts,
+                    priority=intent.target.priority if intent.target else 0,
+                    controllable=steerable and self._unwritable.get(uuid, 0) <= self._tick,
+                )
+            )
+        state = self._budget_state
+        if state is None:
+            state = self._state_from_devices(gpus)
+        decision = enforce(gpus, budget_watts, state, self.budget_params)
+        if decision.action == "cut":
+            self.stats.budget_cuts += 1
+            logger.info("node budget: %s", decision.describe())
+        self._budget_state = decision.state
+        self.budget = decision
+        return decision
+
+    def _state_from_devices(self, gpus: Sequence[BudgetGpu]) -> BudgetState:
+        """After a restart, limits wattplane left below a GPU's ceiling are the budget's: keep them.
+
+        Otherwise the first tick would raise every cut GPU at once and the next would cut it again.
+        """
+        held: dict[str, float] = {}
+        for g in gpus:
+            reading = self.readings[g.uuid]
+            if (
+                isinstance(reading, GpuReading)
+                and self.journal.get(g.uuid) is not None
+                and reading.power_limit_watts < g.ceiling_watts - _WATT_TOLERANCE
+            ):
+                held[g.uuid] = reading.power_limit_watts
+        return BudgetState(limits=held)
+
+    def _act(self, device: GpuDevice, reading: GpuReading, intent: _Intent, budget_limit: float | None) -> GpuOutcome:
+        if intent.kind == "refused":
+            if not self.dry_run:
+                self._restore(device, reading)
+            return GpuOutcome(
+                state="Error",
+                message=intent.note,
+                error_reason=intent.reason,
+                reason=intent.reason,
+            )
+        watts = intent.ceiling_watts if budget_limit is None else min(budget_limit, intent.ceiling_watts)
+        budget_note = "" if budget_limit is None else f"limited to {watts:g} W by the node budget"
+        target_watts = intent.ceiling_watts if intent.target is not None else None
+        if intent.kind == "dry_run":
+            # A dry-run target gives the GPU back (unless the whole engine is dry: then nothing moves).
+            restored = self._would_restore(device, reading) if self.dry_run else self._restore(device, reading)
+            text = "; ".join(m for m in (f"dry run: would set {watts:g} W", budget_note, intent.note) if m)
+            if restored.message:
+                text = f"{text}. {restored.message}"
+            return GpuOutcome(
+                state="DryRun",
+                target_watts=target_watts,
+                budget_limit_watts=budget_limit,
+                message=text,
+                reason="NodeBudget" if budget_limit is not None else intent.reason,
+            )
+        if intent.kind == "restore" and budget_limit is None:
+            return self._restore(device, reading) if not self.dry_run else self._would_restore(device, reading)
+        if self.dry_run:  # an untargeted GPU the budget would limit
+            return GpuOutcome(
+                state="DryRun",
+                budget_limit_watts=budget_limit,
+                message=f"dry run: would set {watts:g} W; {budget_note}",
+                reason="NodeBudget",
+            )
+        clocks = self._clocks_for(device, reading, intent.target)
+        self._write(device, reading, watts, clocks)
+        return GpuOutcome(
+            state="Applied",
+            target_watts=target_watts,
+            budget_limit_watts=budget_limit,
+            message="; ".join(m for m in (budget_note, intent.note) if m),
+            reason="NodeBudget" if budget_limit is not None else intent.reason,
+        )
+
+    def _clocks_for(self, device: GpuDevice, reading: GpuReading, target: GpuTarget | None) -> tuple[int, int] | None:
         journaled = self.journal.get(device.identity.uuid)
-        if target.locked_clocks_mhz is not None:
-            clocks: tuple[int, int] | None = (target.locked_clocks_mhz.min_mhz, target.locked_clocks_mhz.max_mhz)
-        elif journaled is not None:
-            clocks = journaled.locked_clocks_mhz  # a lock the plan no longer asks for goes back
-        else:
-            clocks = reading.locked_clocks_mhz  # never touch a lock wattplane did not set
+        if target is not None and target.locked_clocks_mhz is not None:
+            return (target.locked_clocks_mhz.min_mhz, target.locked_clocks_mhz.max_mhz)
+        if journaled is not None:
+            return journaled.locked_clocks_mhz  # a lock the plan no longer asks for goes back
+        return reading.locked_clocks_mhz  # never touch a lock wattplane did not set
+
+    def _write(self, device: GpuDevice, reading: GpuReading, watts: float, clocks: tuple[int, int] | None) -> None:
+        """Journal, then write what differs, then read back; every write goes through here."""
         needs_limit = abs(reading.power_limit_watts - watts) > _WATT_TOLERANCE
         needs_clocks = clocks != reading.locked_clocks_mhz
-        if needs_limit or needs_clocks:
-            self.journal.remember(device.identity.uuid, _prior_of(reading))
+        if not (needs_limit or needs_clocks):
+            return
+        started = time.perf_counter()
+        self.journal.remember(device.identity.uuid, _prior_of(reading))
         if needs_limit:
-            device.set_power_limit_watts(watts)
+            device.set_power_limit_watts(self.constraints_of(device).clamp(watts))
             self.stats.writes += 1
         if needs_clocks:
             if clocks is None:
@@ -138,49 +348,71 @@ class NodeEngine:
             else:
                 device.set_locked_clocks_mhz(*clocks)
             self.stats.writes += 1
-        return GpuOutcome(state="Applied", target_watts=watts, message=note)
+        self._unwritable.pop(device.identity.uuid, None)
+        self._read(device)
+        self.stats.apply_latency.observe(time.perf_counter() - started)
 
-    def _dry_run(self, device: GpuDevice, target: GpuTarget) -> GpuOutcome:
-        restored = self._restore(device)
-        watts = device.constraints().clamp(target.power_limit_watts)
-        return GpuOutcome(
-            state="DryRun", target_watts=watts, message=f"dry run: would set {watts:g} W. {restored.message}".strip()
-        )
-
-    def _restore(self, device: GpuDevice) -> GpuOutcome:
+    def _restore(self, device: GpuDevice, reading: GpuReading) -> GpuOutcome:
         uuid = device.identity.uuid
         prior = self.journal.get(uuid)
         if prior is None:
             return GpuOutcome(state="Default")
-        reading = device.read()
-        limits = device.constraints()
-        watts = limits.clamp(prior.power_limit_watts)
+        watts = self.constraints_of(device).clamp(prior.power_limit_watts)
+        started = time.perf_counter()
+        wrote = False
         if abs(reading.power_limit_watts - watts) > _WATT_TOLERANCE:
             device.set_power_limit_watts(watts)
             self.stats.writes += 1
+            wrote = True
         if reading.locked_clocks_mhz != prior.locked_clocks_mhz:
-            self._restore_clocks(device)
+            if prior.locked_clocks_mhz is not None:
+                device.set_locked_clocks_mhz(*prior.locked_clocks_mhz)
+            else:
+                device.reset_locked_clocks()
             self.stats.writes += 1
+            wrote = True
         self.journal.forget(uuid)
         self.stats.restores += 1
-        return GpuOutcome(state="Default", message=f"restored prior limit {watts:g} W")
+        if wrote:
+            self._unwritable.pop(uuid, None)
+            self._read(device)
+            self.stats.apply_latency.observe(time.perf_counter() - started)
+        return GpuOutcome(state="Default", message=f"restored prior limit {watts:g} W", reason="Restored")
 
-    def _restore_clocks(self, device: GpuDevice) -> None:
+    def _would_restore(self, device: GpuDevice, reading: GpuReading) -> GpuOutcome:
         prior = self.journal.get(device.identity.uuid)
-        if prior is not None and prior.locked_clocks_mhz is not None:
-            device.set_locked_clocks_mhz(*prior.locked_clocks_mhz)
-        else:
-            device.reset_locked_clocks()
+        if prior is None:
+            return GpuOutcome(state="Default")
+        watts = self.constraints_of(device).clamp(prior.power_limit_watts)
+        if abs(reading.power_limit_watts - watts) <= _WATT_TOLERANCE and reading.locked_clocks_mhz == (
+            prior.locked_clocks_mhz
+        ):
+            return GpuOutcome(state="Default")
+        return GpuOutcome(
+            state="DryRun", message=f"dry run: would restore prior limit {watts:g} W", reason="RestorePending"
+        )
 
-    def read_all(self) -> dict[str, GpuReading | GpuError]:
-        """Sample every GPU; a failing GPU yields its error instead of a reading."""
-        out: dict[str, GpuReading | GpuError] = {}
-        for device in self._devices:
-            try:
-                out[device.identity.uuid] = device.read()
-            except GpuError as exc:
-                out[device.identity.uuid] = exc
-        return out
+    def _fail(self, device: GpuDevice, exc: GpuError, *, read_failed: bool = False) -> None:
+        uuid = device.identity.uuid
+        self.stats.errors += 1
+        self.stats.errors_by_gpu[(uuid, exc.reason)] += 1
+        self.stats.last_errors[uuid] = exc.reason
+        logger.warning("GPU %s (%s): %s", device.identity.index, uuid, exc)
+        self.outcomes[uuid] = GpuOutcome(
+            state="Error",
+            message=str(exc) or exc.__class__.__name__,
+            error_reason=exc.reason,
+            reason=exc.reason,
+            read_failed=read_failed,
+        )
+
+
+def _as_gpu_error(exc: Exception, device: GpuDevice) -> GpuError:
+    """A backend's exception as the GPU error it reports (anything untyped is a driver error)."""
+    if isinstance(exc, GpuError):
+        return exc
+    logger.error("GPU %s: unexpected %r from the backend", device.identity.uuid, exc, exc_info=exc)
+    return GpuDriverError(f"unexpected {exc.__class__.__name__} from the backend: {exc}")
 
 
 def _prior_of(reading: GpuReading) -> PriorState:

@@ -3,11 +3,15 @@
 Three concurrent activities, one writer per GPU:
 
 * a **watch** on this node's GpuNode picks up new plans the moment the operator writes them;
-* the **tick** (default 1 s) samples the GPUs, reconciles them with the plan (idempotently, so an
-  external reset is repaired and an unchanged plan costs no writes) and restores GPUs whose plan
-  expired;
+* the **tick** (default 1 s, down to 100 ms) samples the GPUs, enforces the node budget, reconciles
+  them with the plan (idempotently, so an external reset is repaired and an unchanged plan costs no
+  writes) and restores GPUs whose plan expired. The budget needs no round trip to the operator: a
+  breach measured at the start of a tick is answered with lower limits before that tick ends;
 * **status** is written every ``status_interval_s``, or at once when something material changed
-  (plan generation, GPU states, pod attribution).
+  (plan generation, GPU states, pod attribution, conditions).
+
+A tick that raises is logged, counted and reported, and the loop goes on: power control must not
+die of one bad sample. Nothing here waits on the API server except status writes and the watch.
 """
 
 from __future__ import annotations
@@ -15,24 +19,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes_asyncio import watch
 from pydantic import ValidationError
+from wattplane.agent.budget import BudgetParams
 from wattplane.agent.engine import NodeEngine, PodAssignment, plan_expired
 from wattplane.agent.gpu.simulated import SimulatedGpu
 from wattplane.agent.kube import NodeObjects
 from wattplane.agent.podmap import SimulatedPodMapper, gpu_requests_of
 from wattplane.agent.settings import AgentSettings
+from wattplane.agent.stats import AgentSnapshot, LoopStats
 from wattplane.agent.status import PodEnergyLedger, build_status
 from wattplane.api.conditions import Condition
-from wattplane.api.v1alpha1.gpunode import CRD, GpuNodeSpec, GpuNodeStatus
+from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuNodeStatus
 
 logger = logging.getLogger(__name__)
 
 AssignmentSource = Callable[[], Awaitable[PodAssignment]]
+
+#: A pod that stopped holding GPUs keeps its final energy total in status this long, seconds.
+POD_ENERGY_RETENTION_S = 900.0
+
+
+def budget_params(settings: AgentSettings) -> BudgetParams:
+    """The node budget loop's tuning, from the agent settings."""
+    return BudgetParams(
+        hysteresis_ratio=settings.budget_hysteresis_ratio,
+        restore_after_ticks=settings.budget_restore_after_ticks,
+        restore_step_ratio=settings.budget_restore_step_ratio,
+    )
 
 
 class AgentLoop:
@@ -45,6 +63,7 @@ class AgentLoop:
         objects: NodeObjects,
         *,
         assignment_source: AssignmentSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -53,28 +72,34 @@ class AgentLoop:
         self.status: GpuNodeStatus | None = None
         self.ready = False
         self.spec_problem: str | None = None
+        self.stats = LoopStats()
+        self._clock = clock
         self._wake = asyncio.Event()
+        self._status_task: asyncio.Task[None] | None = None
         self._ledger = PodEnergyLedger()
         self._mapper = SimulatedPodMapper([d.identity.uuid for d in engine.devices])
         self._assignment: PodAssignment = {}
         self._assignment_source = assignment_source or self._simulated_assignment
         self._conditions: list[Condition] = []
-        self._last_written_at = 0.0
+        self._last_written_at = -1e9
         self._last_fingerprint: object = None
         self._last_pod_sync = -1e9
-        self._constraints = {d.identity.uuid: d.constraints() for d in engine.devices}
+        self._last_tick_done: float | None = None
+        self._tick_problem: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then restore (if configured) and write a final status."""
-        existing = await self.objects.ensure_gpunode()
+        existing = await self._fetch_gpunode(stop)
+        if existing is None:
+            return
         self._adopt(existing)
         seed = GpuNodeStatus.model_validate(existing.get("status") or {})
-        self._ledger = PodEnergyLedger(seed.pod_energy)
+        self._ledger = PodEnergyLedger(seed.pod_energy, now=self._clock())
         self._conditions = list(seed.conditions)
         watcher = asyncio.create_task(self._watch_spec(), name="watch-gpunode")
         try:
             while not stop.is_set():
-                await self.tick()
+                await self.safe_tick(background_status=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait_any(stop), timeout=self.settings.tick_s)
                 self._wake.clear()
@@ -82,11 +107,30 @@ class AgentLoop:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            if self._status_task is not None:
+                self._status_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._status_task
             if self.settings.restore_on_exit:
                 failures = self.engine.restore_all()
                 logger.info("restored GPUs on exit (%d failure(s))", len(failures))
                 with contextlib.suppress(Exception):
                     await self._write_status(force=True)
+
+    async def _fetch_gpunode(self, stop: asyncio.Event) -> dict[str, Any] | None:
+        """This node's GpuNode, retried with backoff while the API server is away (``None``: stopped)."""
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                return await self.objects.ensure_gpunode()
+            except Exception as exc:
+                logger.warning(
+                    "cannot read or create GpuNode %s (%s); retrying in %.0f s", self.settings.node_name, exc, backoff
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 30.0)
+        return None
 
     async def _wait_any(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
@@ -96,9 +140,30 @@ class AgentLoop:
             for task in waiters:
                 task.cancel()
 
-    async def tick(self) -> None:
-        """One control step: refresh pods if due, reconcile, report if due."""
-        loop_time = asyncio.get_running_loop().time()
+    async def safe_tick(self, *, background_status: bool = False) -> None:
+        """:meth:`tick`, except that an exception is logged, counted and reported, never raised."""
+        started = time.perf_counter()
+        try:
+            await self.tick(background_status=background_status)
+            self._tick_problem = None
+        except Exception as exc:
+            self.stats.tick_errors += 1
+            self._tick_problem = f"control tick failed: {exc.__class__.__name__}: {exc}"[:500]
+            logger.exception("control tick failed; the loop goes on")
+            with contextlib.suppress(Exception):  # report it if status can still be built
+                await self._write_status(force=True)
+        finally:
+            self.stats.ticks += 1
+            self.stats.tick_latency.observe(time.perf_counter() - started)
+            self._last_tick_done = self._clock()
+
+    async def tick(self, *, background_status: bool = False) -> None:
+        """One control step: refresh pods if due, enforce the budget, reconcile, report if due.
+
+        The running loop reports in the background (``background_status``) so that a hung API server
+        never holds up device control; a direct call waits for its status write.
+        """
+        loop_time = self._clock()
         if loop_time - self._last_pod_sync >= self.settings.pod_sync_interval_s:
             try:
                 self._assignment = await self._assignment_source()
@@ -108,20 +173,72 @@ class AgentLoop:
         self._drive_simulated_load()
         now = datetime.now(UTC)
         expired = plan_expired(self.spec.issued_at, self.spec.ttl_seconds, now)
-        self.engine.reconcile(self.spec.gpus, expired=expired)
-        await self._write_status()
+        self.engine.reconcile(self.spec.gpus, expired=expired, node_budget_watts=self.spec.node_budget_watts)
+        if background_status:
+            self._report()
+        else:
+            await self._write_status()
+
+    def _report(self) -> None:
+        """Write status beside the control loop: a hung API server must never hold up device control.
+
+        At most one write is in flight; a tick that finds one still running skips its turn (the next
+        write carries everything newer anyway).
+        """
+        if self._status_task is not None and not self._status_task.done():
+            return
+        self._status_task = asyncio.create_task(self._write_status_logged(), name="status-write")
+
+    async def _write_status_logged(self) -> None:
+        try:
+            await self._write_status()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("GpuNode status write failed (%s); the next tick retries", exc)
+
+    def snapshot(self) -> AgentSnapshot:
+        """What the last tick left behind, for the metrics collector."""
+        return AgentSnapshot(
+            status=self.status,
+            spec=self.spec,
+            apply=self.engine.stats,
+            loop=self.stats,
+            budget=self.engine.budget,
+        )
+
+    def health(self) -> tuple[bool, str]:
+        """Liveness: the tick loop is turning (a stuck driver call or a dead loop fails it)."""
+        if self._last_tick_done is None:
+            return True, "starting: no tick yet"
+        age = self._clock() - self._last_tick_done
+        allowed = max(10.0, 10 * self.settings.tick_s)
+        if age > allowed:
+            return False, f"no control tick for {age:.1f} s (allowed {allowed:.0f} s)"
+        return True, f"last control tick {age:.1f} s ago"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Readiness: status was written, the last tick worked, and the loop is turning."""
+        if not self.ready:
+            return False, "no status written yet"
+        if self._tick_problem:
+            return False, self._tick_problem
+        return self.health()
 
     async def _write_status(self, *, force: bool = False) -> None:
         now = datetime.now(UTC)
-        problems = [p for p in (self.engine.journal.problem, self.spec_problem) if p]
+        problems = [p for p in (self.engine.journal.problem, self.spec_problem, self._tick_problem) if p]
         if plan_expired(self.spec.issued_at, self.spec.ttl_seconds, now):
             problems.append("plan expired (operator silent beyond ttlSeconds): prior GPU settings restored")
-        readings = self.engine.read_all()
+        if not self.engine.readings:
+            self.engine.read_all()
+        loop_time = self._clock()
+        self._ledger.forget_unseen(loop_time, POD_ENERGY_RETENTION_S)
         status = build_status(
             backend=self.engine.backend.info.name,
             devices=self.engine.devices,
-            readings=readings,
-            constraints=self._constraints,
+            readings=self.engine.readings,
+            constraints=self.engine.constraints,
             outcomes=self.engine.outcomes,
             assignment=self._assignment,
             ledger=self._ledger,
@@ -129,10 +246,13 @@ class AgentLoop:
             previous_conditions=self._conditions,
             problems=problems,
             now=now,
+            last_good=self.engine.last_good,
+            budget=self.engine.budget,
+            dry_run=self.engine.dry_run,
+            ledger_time=loop_time,
         )
         self.status = status
         fingerprint = _fingerprint(status)
-        loop_time = asyncio.get_running_loop().time()
         due = loop_time - self._last_written_at >= self.settings.status_interval_s
         if not (force or due or fingerprint != self._last_fingerprint):
             return
@@ -150,19 +270,10 @@ class AgentLoop:
         backoff = 1.0
         while True:
             try:
-                stream = watch.Watch().stream(
-                    self.objects._custom.list_cluster_custom_object,
-                    CRD.group,
-                    CRD.version,
-                    CRD.plural,
-                    field_selector=f"metadata.name={self.settings.node_name}",
-                    timeout_seconds=300,
-                )
-                async with stream as events:
-                    async for event in events:
-                        if event["type"] in ("ADDED", "MODIFIED"):
-                            self._adopt(event["object"])
-                            self._wake.set()
+                async for event in self.objects.watch_gpunode():
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._adopt(event["object"])
+                        self._wake.set()
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
@@ -172,6 +283,7 @@ class AgentLoop:
                 backoff = min(backoff * 2, 30.0)
 
     def _adopt(self, obj: dict[str, Any]) -> None:
+        """Take the plan from a GpuNode object; a spec that does not validate keeps the previous plan."""
         try:
             spec = GpuNodeSpec.model_validate(obj.get("spec") or {})
         except ValidationError as exc:
@@ -180,7 +292,12 @@ class AgentLoop:
             return
         self.spec_problem = None
         if spec != self.spec:
-            logger.info("plan generation %d with %d target(s)", spec.plan_generation, len(spec.gpus))
+            logger.info(
+                "plan generation %d with %d target(s), node budget %s W",
+                spec.plan_generation,
+                len(spec.gpus),
+                spec.node_budget_watts,
+            )
         self.spec = spec
 
     async def _simulated_assignment(self) -> PodAssignment:
@@ -201,7 +318,8 @@ def _fingerprint(status: GpuNodeStatus) -> Sequence[object]:
     return (
         status.observed_plan_generation,
         tuple(
-            (g.uuid, g.state, g.target_watts, g.power_limit_watts, tuple(p.name for p in g.pods)) for g in status.gpus
+            (g.uuid, g.state, g.reason, g.target_watts, g.power_limit_watts, g.stale, tuple(p.name for p in g.pods))
+            for g in status.gpus
         ),
         tuple((c.type, c.status, c.reason) for c in status.conditions),
     )

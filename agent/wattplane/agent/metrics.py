@@ -1,86 +1,171 @@
-"""Prometheus metrics of the node, built from the latest status at scrape time.
+"""Prometheus metrics of the node, built from the latest snapshot at scrape time.
 
-Names carry base units (``_watts``, ``_joules_total``, ``_hertz``, ``_celsius``, ``_ratio``); labels
-match dcgm-exporter's where they overlap (``gpu``, ``UUID``, ``modelName``, ``Hostname``, and
-``namespace``/``pod``/``container``), so existing dashboards can join the two.
+Nothing is computed for a scrape: the collector reads the status the last tick built, the plan, and
+the engine's and loop's counters. Names carry base units (``_watts``, ``_joules_total``, ``_hertz``,
+``_celsius``, ``_ratio``, ``_seconds``); labels match dcgm-exporter's where they overlap (``gpu``,
+``UUID``, ``modelName``, ``Hostname``, and ``namespace``/``pod``/``container``), so dashboards can
+join the two. A GPU that could not be read in the last tick exports no measurements (no stale
+values dressed as fresh), only its state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from wattplane.agent.engine import ApplyStats
-from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuNodeStatus
+from wattplane.agent.stats import AgentSnapshot, LatencyHistogram
+from wattplane.agent.status import THROTTLE_BITS
+from wattplane.api.v1alpha1.gpunode import GpuNodeStatus, GpuStatus
 
-_GPU_LABELS = ["gpu", "UUID", "modelName", "Hostname"]
+GPU_LABELS = ["gpu", "UUID", "modelName", "Hostname"]
+GPU_STATES = ("Default", "Applied", "DryRun", "Error")
 
 
 class AgentCollector(Collector):
-    """Reads the agent's latest :class:`GpuNodeStatus` and plan when Prometheus scrapes."""
+    """Reads the agent's latest snapshot when Prometheus scrapes."""
 
-    def __init__(
-        self,
-        hostname: str,
-        status: Callable[[], GpuNodeStatus | None],
-        spec: Callable[[], GpuNodeSpec],
-        stats: Callable[[], ApplyStats],
-    ) -> None:
+    def __init__(self, hostname: str, snapshot: Callable[[], AgentSnapshot]) -> None:
         self._hostname = hostname
-        self._status = status
-        self._spec = spec
-        self._stats = stats
+        self._snapshot = snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         """Yield every metric family from the current snapshot."""
-        status = self._status()
-        spec = self._spec()
-        power = GaugeMetricFamily("wattplane_gpu_power_watts", "GPU power draw.", labels=_GPU_LABELS)
-        energy = CounterMetricFamily("wattplane_gpu_energy_joules", "GPU energy since driver load.", labels=_GPU_LABELS)
-        limit = GaugeMetricFamily("wattplane_gpu_power_limit_watts", "GPU power limit in force.", labels=_GPU_LABELS)
-        target = GaugeMetricFamily(
-            "wattplane_gpu_power_limit_target_watts", "Power limit the plan asks for.", labels=_GPU_LABELS
+        snap = self._snapshot()
+        yield from self._gpu_families(snap.status)
+        yield from self._node_families(snap)
+        yield from self._agent_families(snap)
+
+    def _gpu_families(self, status: GpuNodeStatus | None) -> Iterator[Metric]:
+        def gauge(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=[*GPU_LABELS, *(extra or [])])
+
+        power = gauge("wattplane_gpu_power_watts", "GPU power draw, watts.")
+        energy = CounterMetricFamily(
+            "wattplane_gpu_energy_joules", "GPU energy counter since driver load, joules.", labels=GPU_LABELS
         )
-        clock = GaugeMetricFamily("wattplane_gpu_sm_clock_hertz", "SM clock.", labels=_GPU_LABELS)
-        util = GaugeMetricFamily("wattplane_gpu_utilization_ratio", "GPU utilisation.", labels=_GPU_LABELS)
-        temp = GaugeMetricFamily("wattplane_gpu_temperature_celsius", "GPU temperature.", labels=_GPU_LABELS)
-        throttle = GaugeMetricFamily(
-            "wattplane_gpu_throttle_active", "Clock-event reasons active (1).", labels=[*_GPU_LABELS, "reason"]
+        limit = gauge("wattplane_gpu_power_limit_watts", "GPU power limit in force, watts.")
+        target = gauge("wattplane_gpu_power_limit_target_watts", "Power limit the plan asks for (clamped), watts.")
+        budget_limit = gauge(
+            "wattplane_gpu_power_limit_budget_watts", "Limit the node budget imposes below the target, watts."
         )
+        clock = gauge("wattplane_gpu_sm_clock_hertz", "SM clock, hertz.")
+        util = gauge("wattplane_gpu_utilization_ratio", "GPU utilisation, ratio 0-1.")
+        temp = gauge("wattplane_gpu_temperature_celsius", "GPU temperature, degrees Celsius.")
+        throttle = gauge(
+            "wattplane_gpu_throttle_active", "Clock-event reason active (1) or not (0), by NVML reason.", ["reason"]
+        )
+        state = gauge("wattplane_gpu_state", "The GPU's state in wattplane (1 for the current one).", ["state"])
         pod_energy = CounterMetricFamily(
             "wattplane_pod_gpu_energy_joules",
-            "GPU energy attributed to a pod.",
-            labels=["namespace", "pod", "Hostname"],
+            "GPU energy attributed to a pod's container, joules.",
+            labels=["namespace", "pod", "container", "Hostname"],
         )
-        budget = GaugeMetricFamily("wattplane_node_power_budget_watts", "Node GPU power budget.", labels=["Hostname"])
-        node_power = GaugeMetricFamily("wattplane_node_gpu_power_watts", "Node GPU power.", labels=["Hostname"])
-        if status is not None:
-            for gpu in status.gpus:
-                labels = [str(gpu.index), gpu.uuid, gpu.model, self._hostname]
-                power.add_metric(labels, gpu.power_watts)
-                if gpu.energy_joules is not None:
-                    energy.add_metric(labels, gpu.energy_joules)
-                limit.add_metric(labels, gpu.power_limit_watts)
-                if gpu.target_watts is not None:
-                    target.add_metric(labels, gpu.target_watts)
-                if gpu.sm_clock_mhz is not None:
-                    clock.add_metric(labels, gpu.sm_clock_mhz * 1e6)
-                if gpu.utilization is not None:
-                    util.add_metric(labels, gpu.utilization)
-                if gpu.temperature_celsius is not None:
-                    temp.add_metric(labels, gpu.temperature_celsius)
-                for reason in gpu.throttle_reasons:
-                    throttle.add_metric([*labels, reason], 1.0)
-            for entry in status.pod_energy:
-                pod_energy.add_metric([entry.namespace, entry.name, self._hostname], entry.energy_joules)
-            node_power.add_metric([self._hostname], status.node_power_watts)
-        if spec.node_budget_watts is not None:
-            budget.add_metric([self._hostname], spec.node_budget_watts)
-        stats = self._stats()
-        writes = CounterMetricFamily("wattplane_agent_device_writes", "Device writes performed.")
+        for gpu in status.gpus if status is not None else ():
+            labels = [str(gpu.index), gpu.uuid, gpu.model, self._hostname]
+            for name in GPU_STATES:
+                state.add_metric([*labels, name], 1.0 if gpu.state == name else 0.0)
+            if gpu.target_watts is not None:
+                target.add_metric(labels, gpu.target_watts)
+            if gpu.budget_limit_watts is not None:
+                budget_limit.add_metric(labels, gpu.budget_limit_watts)
+            if gpu.stale:
+                continue
+            _measurements(gpu, labels, power, energy, limit, clock, util, temp, throttle)
+        for entry in status.pod_energy if status is not None else ():
+            pod_energy.add_metric([entry.namespace, entry.name, entry.container, self._hostname], entry.energy_joules)
+        yield from (power, energy, limit, target, budget_limit, clock, util, temp, throttle, state, pod_energy)
+
+    def _node_families(self, snap: AgentSnapshot) -> Iterator[Metric]:
+        host = [self._hostname]
+        budget = GaugeMetricFamily(
+            "wattplane_node_power_budget_watts", "Node GPU power budget in the plan, watts.", labels=["Hostname"]
+        )
+        if snap.spec.node_budget_watts is not None:
+            budget.add_metric(host, snap.spec.node_budget_watts)
+        node_power = GaugeMetricFamily(
+            "wattplane_node_gpu_power_watts", "Measured power of the node's GPUs, watts.", labels=["Hostname"]
+        )
+        if snap.status is not None:
+            node_power.add_metric(host, snap.status.node_power_watts)
+        limited = GaugeMetricFamily(
+            "wattplane_node_budget_limited_gpus",
+            "GPUs held below their target by the node budget.",
+            labels=["Hostname"],
+        )
+        feasible = GaugeMetricFamily(
+            "wattplane_node_budget_feasible",
+            "1 when the budget can be met, 0 when not even every GPU at its minimum meets it.",
+            labels=["Hostname"],
+        )
+        if snap.budget is not None and snap.budget.budget_watts is not None:
+            limited.add_metric(host, len(snap.budget.limits))
+            feasible.add_metric(host, 1.0 if snap.budget.feasible else 0.0)
+        cuts = CounterMetricFamily(
+            "wattplane_node_budget_cuts", "Ticks in which the node budget lowered limits.", labels=["Hostname"]
+        )
+        cuts.add_metric(host, snap.apply.budget_cuts)
+        yield from (budget, node_power, limited, feasible, cuts)
+
+    def _agent_families(self, snap: AgentSnapshot) -> Iterator[Metric]:
+        stats = snap.apply
+        writes = CounterMetricFamily("wattplane_agent_device_writes", "Device writes performed (limits, clock locks).")
         writes.add_metric([], stats.writes)
-        errors = CounterMetricFamily("wattplane_agent_apply_errors", "Device operations that failed.")
-        errors.add_metric([], stats.errors)
-        yield from (power, energy, limit, target, clock, util, temp, throttle, pod_energy, budget, node_power)
-        yield from (writes, errors)
+        errors = CounterMetricFamily(
+            "wattplane_agent_apply_errors",
+            "Device operations that failed, by GPU and reason.",
+            labels=["UUID", "Hostname", "reason"],
+        )
+        for (uuid, reason), count in sorted(stats.errors_by_gpu.items()):
+            errors.add_metric([uuid, self._hostname, reason], count)
+        restores = CounterMetricFamily("wattplane_agent_restores", "GPUs put back to their journaled prior state.")
+        restores.add_metric([], stats.restores)
+        yield from (writes, errors, restores)
+        yield _histogram(
+            "wattplane_agent_apply_duration_seconds",
+            "Time to bring one GPU to its limit: journal, device writes, read-back.",
+            stats.apply_latency,
+        )
+        if snap.loop is not None:
+            ticks = CounterMetricFamily("wattplane_agent_ticks", "Control ticks run.")
+            ticks.add_metric([], snap.loop.ticks)
+            tick_errors = CounterMetricFamily("wattplane_agent_tick_errors", "Control ticks that raised.")
+            tick_errors.add_metric([], snap.loop.tick_errors)
+            yield from (ticks, tick_errors)
+            yield _histogram(
+                "wattplane_agent_tick_duration_seconds",
+                "Wall time of one control tick: reads, budget, writes, status.",
+                snap.loop.tick_latency,
+            )
+
+
+def _measurements(
+    gpu: GpuStatus,
+    labels: list[str],
+    power: GaugeMetricFamily,
+    energy: CounterMetricFamily,
+    limit: GaugeMetricFamily,
+    clock: GaugeMetricFamily,
+    util: GaugeMetricFamily,
+    temp: GaugeMetricFamily,
+    throttle: GaugeMetricFamily,
+) -> None:
+    power.add_metric(labels, gpu.power_watts)
+    limit.add_metric(labels, gpu.power_limit_watts)
+    if gpu.energy_joules is not None:
+        energy.add_metric(labels, gpu.energy_joules)
+    if gpu.sm_clock_mhz is not None:
+        clock.add_metric(labels, gpu.sm_clock_mhz * 1e6)
+    if gpu.utilization is not None:
+        util.add_metric(labels, gpu.utilization)
+    if gpu.temperature_celsius is not None:
+        temp.add_metric(labels, gpu.temperature_celsius)
+    active = set(gpu.throttle_reasons)
+    for reason in THROTTLE_BITS.values():  # every reason, 0 or 1: absent series break rate() and alerts
+        throttle.add_metric([*labels, reason], 1.0 if reason in active else 0.0)
+
+
+def _histogram(name: str, doc: str, hist: LatencyHistogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc)
+    family.add_metric([], buckets=hist.cumulative(), sum_value=hist.total_seconds)
+    return family

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class AgentSettings(BaseSettings):
@@ -24,8 +24,12 @@ class AgentSettings(BaseSettings):
     """Simulated GPU model (sim backend)."""
     sim_state_file: Path | None = None
     """Where simulated device state persists (it outlives the agent, like real device state)."""
+    sim_faults_file: Path | None = None
+    """Faults to inject into simulated GPUs, re-read when it changes (fault tests; see ``gpu/simfaults.py``)."""
     sim_load: float = Field(default=0.9, ge=0.0, le=1.0)
-    """Load of a simulated GPU that a pod holds (fraction of its uncapped demand)."""
+    """Load of a simulated GPU that a pod holds (duty cycle for training, share of peak batch for inference)."""
+    sim_profiles: Annotated[tuple[str, ...], NoDecode] = ()
+    """Extra Zeus-format power traces for the sim backend, comma-separated: ``path`` or ``MODEL=path``."""
     pod_mapper: Literal["podresources", "sim"] = "podresources"
     """How GPUs are attributed to pods: the kubelet PodResources API, or the simulated mapper."""
     podresources_socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
@@ -35,7 +39,13 @@ class AgentSettings(BaseSettings):
     status_interval_s: float = Field(default=10.0, gt=0)
     """How often GpuNode status is written when nothing material changes, seconds."""
     tick_s: float = Field(default=1.0, ge=0.1, le=60)
-    """Local control-loop period: device reads, budget enforcement, seconds."""
+    """Local control-loop period: device reads, budget enforcement, seconds (0.1 to 60)."""
+    budget_hysteresis_ratio: float = Field(default=0.05, ge=0.0, le=0.5)
+    """Node budget: limits are given back only while node power is below budget × (1 − this)."""
+    budget_restore_after_ticks: int = Field(default=3, ge=1, le=600)
+    """Node budget: ticks node power must stay below that band before each restore step."""
+    budget_restore_step_ratio: float = Field(default=0.1, gt=0.0, le=1.0)
+    """Node budget: largest raise per step, as a fraction of the GPU's limit range."""
     pod_sync_interval_s: float = Field(default=5.0, gt=0)
     """How often the pod-to-GPU mapping is refreshed, seconds."""
     restore_on_exit: bool = False
@@ -48,3 +58,11 @@ class AgentSettings(BaseSettings):
     """Address the metrics server binds."""
     kubeconfig: str | None = None
     """Kubeconfig path when running outside a pod."""
+
+    @field_validator("sim_profiles", mode="before")
+    @classmethod
+    def _split_profiles(cls, value: object) -> object:
+        """Accept the environment's comma-separated list as well as a sequence."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

@@ -3,27 +3,41 @@
 A simulated board behaves like the real thing where the agent can tell the difference:
 
 * **Device state outlives the process.** A power limit set through NVML stays in force after the
-  setting process exits; so the simulator keeps its device state (limits, locked clocks, energy
-  counter, write counts) in a state file, and an agent restarted on the same node finds the GPUs as
-  it left them.
-* **Constraints and errors are NVML's.** Limits outside ``[min, max]`` are refused with
-  :class:`GpuInvalidArgumentError`; faults (no permission, GPU lost, ...) can be injected per device.
-* **Energy is monotonic**: the counter integrates power over the (injected) clock, downtime included.
-
-Power draw follows a deliberately simple model: a GPU running work at load ``u`` would draw
-``idle + u * (default - idle)`` uncapped; the power limit caps it. The model is kept in
-:mod:`wattplane.agent.gpu.simmodels` so calibrated curves can replace it in one place.
+  setting process exits; so the simulator keeps its device state (limits, locked clocks, energy and
+  progress counters, write counts, workload) in a state file, and an agent restarted on the same node
+  finds the GPUs as it left them.
+* **Constraints and errors are NVML's, per model.** Limits outside ``[min, max]`` are refused with
+  :class:`GpuInvalidArgumentError`; boards older than Volta refuse locked clocks with
+  :class:`GpuNotSupportedError`; faults (no permission, GPU lost, ...) can be injected per device,
+  in-process or, for an agent running as its own process, through a faults file
+  (:mod:`wattplane.agent.gpu.simfaults`).
+* **Power and speed follow measured curves.** Each board runs a workload from
+  :mod:`wattplane.agent.gpu.simmodels` (Zeus power-limit sweeps, ML.ENERGY inference, and the documented
+  extrapolations for boards never swept). Its draw is the curve's power at the effective limit and its
+  progress counter advances at the curve's rate; ``load`` scales both (a duty cycle for training, a point
+  on the load sweep for inference).
+* **Locked clocks act as a second limit (R5).** A lock whose top is a fraction ``phi`` of the way from
+  the model's lowest to its highest SM clock caps the board like a power limit at
+  ``idle + phi * (top - idle)``, where ``top`` is the running curve's highest knot (its uncapped
+  region); the tighter of the two limits applies. The reported SM clock maps back the same way. No public
+  clock sweep was found to calibrate this; it only keeps clocks and power consistent and monotonic.
+* **Counters are monotonic and deterministic.** Energy and progress integrate over the injected clock,
+  downtime included. Optional measurement noise on the reported power (``noise_ratio``, off by default)
+  is a function of the seed, the board and the whole second, so a run is reproducible; the energy counter
+  integrates the noiseless draw, as the board's own counter would.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from wattplane.agent.gpu.base import (
@@ -32,12 +46,18 @@ from wattplane.agent.gpu.base import (
     GpuReading,
     PowerConstraints,
 )
-from wattplane.agent.gpu.errors import GpuError, GpuInvalidArgumentError
-from wattplane.agent.gpu.simmodels import SimGpuModel, model_by_name
+from wattplane.agent.gpu.errors import GpuError, GpuInvalidArgumentError, GpuNotSupportedError
+from wattplane.agent.gpu.simfaults import FaultsFile, InjectedFault
+from wattplane.agent.gpu.simmodels import Catalog, ModelWorkloads, SimGpuModel, catalog_with
+from wattplane.agent.gpu.workloads import LimitCurve, Workload
+
+logger = logging.getLogger(__name__)
 
 _UUID_NAMESPACE = uuidlib.UUID("6b1b3c64-6f2a-4f3e-9b1e-77617474706c")
-#: How often (in clock seconds) a read persists the advancing energy counter.
+#: How often (in clock seconds) a read persists the advancing counters.
 _PERSIST_EVERY_S = 5.0
+#: NVML clock-event reasons the simulator reports.
+_IDLE, _SW_POWER_CAP = 0x1, 0x4
 
 
 @dataclass
@@ -51,6 +71,22 @@ class _DeviceState:
     load: float = 0.0
     power_limit_writes: int = 0
     clock_writes: int = 0
+    #: Workload name; ``None`` runs the model's default workload.
+    workload: str | None = None
+    #: Units of work done by the current workload (epochs, or thousands of output tokens).
+    progress_units: float = 0.0
+    #: Relative speed of this board on its workload (below 1: a straggler).
+    speed_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Operating:
+    """What the board is doing now: its curve, duty cycle and effective limit (derived, never stored)."""
+
+    curve: LimitCurve
+    duty: float
+    effective_limit: float
+    clock_limit: float
 
 
 @dataclass
@@ -62,8 +98,14 @@ class SimulatedGpu:
     state: _DeviceState
     clock: Callable[[], float]
     on_change: Callable[[], None]
+    workloads: ModelWorkloads
     faults: dict[str, GpuError] = field(default_factory=dict)
+    #: Faults injected from outside the process (the backend's faults file), looked up per call.
+    external_faults: Callable[[], Mapping[str, InjectedFault]] | None = None
+    noise_ratio: float = 0.0
+    seed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _cache: dict[tuple[str | None, float], tuple[LimitCurve, float]] = field(default_factory=dict, repr=False)
 
     @property
     def identity(self) -> GpuIdentity:
@@ -74,6 +116,12 @@ class SimulatedGpu:
     def power_limit_writes(self) -> int:
         """How many times the power limit was actually written (idempotence checks)."""
         return self.state.power_limit_writes
+
+    @property
+    def workload(self) -> Workload:
+        """The workload this board runs (its model's default unless one was set)."""
+        name = self.model.default_workload if self.state.workload is None else self.state.workload
+        return self.workloads.resolve(name)
 
     def constraints(self) -> PowerConstraints:
         """The model's limit range and default."""
@@ -88,7 +136,7 @@ class SimulatedGpu:
             self.faults[operation] = error
 
     def set_load(self, load: float) -> None:
-        """Set the work the GPU is running, as a fraction of its uncapped demand (0 = idle)."""
+        """Set how hard the board works on its workload, in ``[0, 1]`` (0 = idle; clipped)."""
         with self._lock:
             self._advance()
             before = self.state.load
@@ -96,35 +144,62 @@ class SimulatedGpu:
         if self.state.load != before:
             self.on_change()  # persisted, or a restart would integrate energy at the old draw
 
+    def set_workload(self, name: str | None) -> None:
+        """Run workload ``name`` (``None``: the model's default). A different workload restarts progress.
+
+        Raises:
+            KeyError: The model has no workload of that name (the message lists some known ones).
+        """
+        if name is not None:
+            self.workloads.resolve(name)
+        with self._lock:
+            self._advance()
+            if name == self.state.workload:
+                return
+            self.state.workload = name
+            self.state.progress_units = 0.0
+        self.on_change()
+
+    def set_speed_ratio(self, ratio: float) -> None:
+        """Make this board ``ratio`` times as fast on its workload as the curve says (a straggler < 1)."""
+        if not 0 < ratio <= 10:
+            raise ValueError(f"speed ratio must be in (0, 10], got {ratio}")
+        with self._lock:
+            self._advance()
+            self.state.speed_ratio = float(ratio)
+        self.on_change()
+
+    def progress_units(self) -> float:
+        """Work done on the current workload so far (epochs, or thousands of output tokens); monotonic."""
+        with self._lock:
+            self._advance()
+            return self.state.progress_units
+
     def power_watts(self) -> float:
-        """Instantaneous draw under the current load, limit and clock lock."""
-        return self.model.power_watts(
-            load=self.state.load,
-            limit_watts=self.state.power_limit_watts,
-            locked_clocks_mhz=self.state.locked_clocks_mhz,
-        )
+        """Instantaneous (noiseless) draw under the current workload, load, limit and clock lock."""
+        operating = self._operating()
+        idle = self.model.idle_watts
+        if operating is None:
+            return idle
+        return idle + operating.duty * (operating.curve.power(operating.effective_limit) - idle)
 
     def read(self) -> GpuReading:
-        """Sample the device, advancing the energy counter to now."""
+        """Sample the device, advancing the energy and progress counters to now."""
         self._fail_if_faulty("read")
         with self._lock:
             persist = self._advance()
+            operating = self._operating()
             power = self.power_watts()
+            limit = self.state.power_limit_watts
             reading = GpuReading(
-                power_watts=power,
+                power_watts=self._measured(power),
                 energy_joules=self.state.energy_joules,
-                power_limit_watts=self.state.power_limit_watts,
-                enforced_power_limit_watts=self.state.power_limit_watts,
-                sm_clock_mhz=self.model.sm_clock_mhz(
-                    load=self.state.load,
-                    limit_watts=self.state.power_limit_watts,
-                    locked_clocks_mhz=self.state.locked_clocks_mhz,
-                ),
+                power_limit_watts=limit,
+                enforced_power_limit_watts=limit,
+                sm_clock_mhz=self._sm_clock_mhz(operating),
                 utilization_ratio=self.state.load,
                 temperature_celsius=self.model.temperature_celsius(power),
-                throttle_reasons=self.model.throttle_reasons(
-                    load=self.state.load, limit_watts=self.state.power_limit_watts
-                ),
+                throttle_reasons=_IDLE if operating is None else self._throttle_reasons(operating),
                 locked_clocks_mhz=self.state.locked_clocks_mhz,
             )
         if persist:
@@ -145,8 +220,10 @@ class SimulatedGpu:
         self.on_change()
 
     def set_locked_clocks_mhz(self, min_mhz: int, max_mhz: int) -> None:
-        """Lock the SM clock into a range the model supports."""
+        """Lock the SM clock into a range the model supports (Volta and newer)."""
         self._fail_if_faulty("clocks")
+        if not self.model.supports_locked_clocks:
+            raise GpuNotSupportedError(f"{self.model.name} does not support locked clocks (Volta or newer needed)")
         lo, hi = self.model.min_sm_clock_mhz, self.model.max_sm_clock_mhz
         if not (lo <= min_mhz <= max_mhz <= hi):
             raise GpuInvalidArgumentError(f"clock range {min_mhz}-{max_mhz} MHz outside {lo}-{hi} MHz")
@@ -159,6 +236,8 @@ class SimulatedGpu:
     def reset_locked_clocks(self) -> None:
         """Unlock the SM clock."""
         self._fail_if_faulty("clocks")
+        if not self.model.supports_locked_clocks:
+            raise GpuNotSupportedError(f"{self.model.name} does not support locked clocks (Volta or newer needed)")
         with self._lock:
             self._advance()
             if self.state.locked_clocks_mhz is not None:
@@ -166,25 +245,105 @@ class SimulatedGpu:
                 self.state.clock_writes += 1
         self.on_change()
 
+    # -- model ---------------------------------------------------------------------------------------
+
+    def _operating(self) -> _Operating | None:
+        """The curve, duty and effective limit now; ``None`` for an idle board."""
+        load = self.state.load
+        if load <= 0:
+            return None
+        key = (self.state.workload, load)
+        point = self._cache.get(key)
+        if point is None:
+            point = self.workload.operating_point(load)
+            self._cache.clear()  # one entry: the load rarely changes, and never needs the old one back
+            self._cache[key] = point
+        curve, duty = point
+        clock_limit = self._clock_limit(curve)
+        return _Operating(curve, duty, min(self.state.power_limit_watts, clock_limit), clock_limit)
+
+    def _clock_limit(self, curve: LimitCurve) -> float:
+        """R5: the power limit equivalent to the clock lock (infinite when unlocked)."""
+        locked = self.state.locked_clocks_mhz
+        if locked is None:
+            return float("inf")
+        idle = self.model.idle_watts
+        return idle + self._clock_fraction(locked[1]) * max(0.0, curve.top_limit - idle)
+
+    def _clock_fraction(self, mhz: float) -> float:
+        lo, hi = self.model.min_sm_clock_mhz, self.model.max_sm_clock_mhz
+        return min(1.0, max(0.0, (mhz - lo) / (hi - lo)))
+
+    def _sm_clock_mhz(self, operating: _Operating | None) -> int:
+        """The clock the board settles at: R5 read backwards (lowest clock when idle)."""
+        lo, hi = self.model.min_sm_clock_mhz, self.model.max_sm_clock_mhz
+        if operating is None:
+            return lo
+        idle, top = self.model.idle_watts, operating.curve.top_limit
+        fraction = 1.0 if top <= idle else min(1.0, max(0.0, (operating.effective_limit - idle) / (top - idle)))
+        return round(lo + fraction * (hi - lo))
+
+    def _throttle_reasons(self, operating: _Operating) -> int:
+        """``SwPowerCap`` while the power limit is below the curve's uncapped region and is the tighter one."""
+        limit = self.state.power_limit_watts
+        return _SW_POWER_CAP if limit < operating.curve.top_limit and limit <= operating.clock_limit else 0
+
+    def _measured(self, power: float) -> float:
+        """The reported power: the true draw, plus seeded noise when ``noise_ratio`` is set."""
+        if self.noise_ratio <= 0:
+            return power
+        rng = random.Random(f"{self.seed}/{self.identity_.uuid}/{int(self.clock())}")
+        return max(0.0, power * (1.0 + self.noise_ratio * max(-3.0, min(3.0, rng.gauss(0.0, 1.0)))))
+
     def _advance(self) -> bool:
-        """Integrate energy up to now; return whether enough time passed to persist."""
+        """Integrate energy and progress up to now; return whether enough time passed to persist."""
         now = self.clock()
         dt = now - self.state.last_time
         if dt <= 0:
             return False
         self.state.energy_joules += self.power_watts() * dt
+        operating = self._operating()
+        if operating is not None:
+            rate = operating.curve.rate(operating.effective_limit)
+            self.state.progress_units += operating.duty * rate * self.state.speed_ratio * dt
         before = self.state.last_time
         self.state.last_time = now
         return int(now // _PERSIST_EVERY_S) != int(before // _PERSIST_EVERY_S)
 
     def _fail_if_faulty(self, operation: str) -> None:
+        if self.external_faults is not None:
+            injected = self.external_faults().get(operation)
+            if injected is not None:
+                if injected.delay_s > 0:
+                    time.sleep(injected.delay_s)  # a hung driver call blocks its caller, so this does too
+                injected.raise_error(operation)
         error = self.faults.get(operation)
         if error is not None:
             raise error
 
 
 class SimulatedBackend:
-    """A node's worth of simulated GPUs, optionally persisted in ``state_file``."""
+    """A node's worth of simulated GPUs of one model, optionally persisted in ``state_file``.
+
+    Args:
+        node_name: Seeds the boards' UUIDs, so a node's GPUs keep their identity across restarts.
+        gpu_count: Number of boards.
+        model: GPU model name (built in: A40, V100, P100, H100, B200; more from ``profiles``).
+        state_file: Where device state persists; ``None`` keeps it in memory.
+        clock: Seconds, injected so tests and virtual-time simulations drive it.
+        workload: What fresh boards run (``None``: the model's default); persisted boards keep theirs.
+        profiles: Zeus-format power traces adding models or workloads (``path`` or ``MODEL=path``; see
+            :meth:`wattplane.agent.gpu.simmodels.Catalog.with_profiles`).
+        noise_ratio: Relative standard deviation of noise on reported power (0: none).
+        seed: Seeds that noise.
+        catalog: Models and workloads to use instead of the built-in ones plus ``profiles``.
+        faults_file: JSON file of injected faults, re-read when it changes
+            (:mod:`wattplane.agent.gpu.simfaults`); ``None``: only in-process :meth:`SimulatedGpu.inject_fault`.
+
+    Raises:
+        KeyError: Unknown model or workload.
+        ProfileError: A profile file that cannot be read or parsed.
+    """
 
     def __init__(
         self,
@@ -194,17 +353,38 @@ class SimulatedBackend:
         model: str = "A40",
         state_file: Path | None = None,
         clock: Callable[[], float] = time.time,
+        workload: str | None = None,
+        profiles: Sequence[str | Path] = (),
+        noise_ratio: float = 0.0,
+        seed: int = 0,
+        catalog: Catalog | None = None,
+        faults_file: Path | None = None,
     ) -> None:
         self._node = node_name
         self._state_file = state_file
         self._clock = clock
         self._write_lock = threading.Lock()
-        spec = model_by_name(model)
+        self.catalog = catalog if catalog is not None else catalog_with(profiles)
+        spec = self.catalog.model(model)
+        workloads = self.catalog.workloads[spec.name]
+        if workload is not None:
+            workloads.resolve(workload)
         saved = self._load()
+        faults = None if faults_file is None else FaultsFile(faults_file)
         self._devices: list[SimulatedGpu] = []
         for index in range(gpu_count):
             gpu_uuid = "GPU-" + str(uuidlib.uuid5(_UUID_NAMESPACE, f"{node_name}/{index}"))
-            state = saved.get(gpu_uuid) or _DeviceState(power_limit_watts=spec.default_watts, last_time=clock())
+            state = saved.get(gpu_uuid) or _DeviceState(
+                power_limit_watts=spec.default_watts, last_time=clock(), workload=workload
+            )
+            if state.workload is not None and state.workload not in {*workloads.aliases, *workloads.workloads}:
+                logger.warning(
+                    "simulated GPU %s ran workload %r, which is no longer defined; it now runs %s",
+                    gpu_uuid,
+                    state.workload,
+                    spec.default_workload,
+                )
+                state.workload, state.progress_units = None, 0.0
             identity = GpuIdentity(
                 index=index,
                 uuid=gpu_uuid,
@@ -212,7 +392,17 @@ class SimulatedBackend:
                 pci_bus_id=f"00000000:{0x17 + index:02X}:00.0",
             )
             self._devices.append(
-                SimulatedGpu(identity_=identity, model=spec, state=state, clock=clock, on_change=self._save)
+                SimulatedGpu(
+                    identity_=identity,
+                    model=spec,
+                    state=state,
+                    clock=clock,
+                    on_change=self._save,
+                    external_faults=None if faults is None else _lookup(faults, index, gpu_uuid),
+                    workloads=workloads,
+                    noise_ratio=noise_ratio,
+                    seed=seed,
+                )
             )
         self._save()
 
@@ -236,11 +426,12 @@ class SimulatedBackend:
         if self._state_file is None or not self._state_file.exists():
             return {}
         raw = json.loads(self._state_file.read_text())
+        known = {f.name for f in fields(_DeviceState)}
         states: dict[str, _DeviceState] = {}
         for gpu_uuid, values in raw.get("devices", {}).items():
             clocks = values.get("locked_clocks_mhz")
             values["locked_clocks_mhz"] = tuple(clocks) if clocks else None
-            states[gpu_uuid] = _DeviceState(**values)
+            states[gpu_uuid] = _DeviceState(**{k: v for k, v in values.items() if k in known})
         return states
 
     def _save(self) -> None:
@@ -254,6 +445,11 @@ class SimulatedBackend:
             tmp = self._state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(payload, indent=1))
             os.replace(tmp, self._state_file)
+
+
+def _lookup(faults: FaultsFile, index: int, gpu_uuid: str) -> Callable[[], Mapping[str, InjectedFault]]:
+    """The faults file's entries for one GPU, as that GPU's ``external_faults``."""
+    return lambda: faults.faults_of(index, gpu_uuid)
 
 
 def read_state_file(path: Path) -> dict[str, dict[str, object]]:
