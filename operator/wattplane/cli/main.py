@@ -1,4 +1,4 @@
-"""``wattplane``: the command line (demo, carbon look-ups)."""
+"""``wattplane``: the command line (demo, simulator, carbon look-ups)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from wattplane.carbon import cli as carbon_cli
-from wattplane.cli import demo
+from wattplane.cli import demo, fleetview, run, simulate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING")
     commands = parser.add_subparsers(dest="command", required=True)
     demo.register(commands)
+    simulate.register(commands)
+    run.register(commands)
     carbon_cli.register(commands)
+    fleetview.register(commands)
     return parser
 
 

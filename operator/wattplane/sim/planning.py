@@ -1,0 +1,224 @@
+"""The operator's planning round in virtual time.
+
+:class:`PolicyController` is the operator's planning round in virtual time, with the operator's own
+pieces: a :class:`~wattplane.planner.snapshot.FleetSnapshot` of the virtual fleet, the policies as the
+API models parse them, a :class:`~wattplane.planner.context.PlanContext` (carbon signal from the trace,
+Zeus profiles, straggler caps, the previous node budgets), :func:`wattplane.planner.plan.plan`,
+:func:`wattplane.operator.decisions.node_spec_update` for what is written to each GpuNode, and the
+operator's :class:`~wattplane.operator.observe.JobObserver` fed with the jobs' simulated progress
+counters instead of HTTP scrapes. The nodes' agents then apply the specs (see :mod:`wattplane.sim.engine`).
+
+Simulated pods carry the labels the shipped example policies select on (``wattplane.io/workload``;
+training pods also ``wattplane.io/energy: efficient`` and ``wattplane.io/carbon: aware``, multi-pod jobs
+``wattplane.io/distributed: "true"``) and the annotations a real pod would (job, priority, workload,
+a progress metric), so a policy file works unchanged in the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from wattplane.agent.engine import GpuOutcome
+from wattplane.api.annotations import JOB, PRIORITY, PROGRESS_METRIC, WORKLOAD
+from wattplane.api.v1alpha1.gpunode import GpuNodeSpec
+from wattplane.operator.decisions import node_spec_update
+from wattplane.operator.observe import JobObserver
+from wattplane.operator.progress import ProgressSample
+from wattplane.planner.context import CarbonInput, PlanContext
+from wattplane.planner.plan import Plan, plan
+from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PodView, PolicyView
+from wattplane.sim.engine import Simulation
+from wattplane.sim.physics import RunningJob
+
+#: The progress metric simulated pods announce (never scraped: the simulator reads its own counter).
+SIM_PROGRESS_METRIC = "9090:/metrics#wattplane_sim_epochs_total"
+#: TTL the simulated operator writes into plans (the operator's default).
+PLAN_TTL_S = 600
+
+
+class _SimObserver(JobObserver):
+    """The operator's observer, reading progress counters from the simulation instead of HTTP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counters: dict[PodKey, float] = {}
+
+    async def _scrape(self, snapshot: FleetSnapshot, key: PodKey) -> ProgressSample | None:
+        value = self.counters.get(key)
+        return None if value is None else ProgressSample(value=value, series=1, url="sim://" + "/".join(key))
+
+
+class PolicyController:
+    """The operator's planning round, run by the simulator (see the module docstring)."""
+
+    def __init__(self, name: str, policies: Sequence[PolicyView], *, plan_interval_s: float = 30.0) -> None:
+        self.name = name
+        self.policies = list(policies)
+        self._interval = plan_interval_s
+        self._by_name = {p.name: p for p in self.policies}
+        self.observer = _SimObserver()
+        self._loop = asyncio.new_event_loop()
+        self._specs: list[GpuNodeSpec] = []
+        self._pods: dict[str, dict[PodKey, PodView]] = {}
+        self._carbon_cache: dict[tuple[int, float], CarbonInput] = {}
+        self.last_plan: Plan | None = None
+        self.node_budgets: dict[str, float] = {}
+
+    @property
+    def plan_interval_s(self) -> float | None:
+        """The operator's resync interval."""
+        return self._interval
+
+    def attach(self, sim: Simulation) -> None:
+        """Start every node with an empty plan."""
+        self._specs = [GpuNodeSpec() for _ in sim.nodes]
+
+    def close(self) -> None:
+        """Release the observer's event loop."""
+        self._loop.close()
+
+    def job_started(self, sim: Simulation, job: RunningJob) -> None:
+        """Create the job's pod objects (they never change while it runs)."""
+        self._pods[job.spec.id] = _pods_of(sim, job)
+
+    def job_finished(self, sim: Simulation, job: RunningJob) -> None:
+        """Its pods are gone."""
+        self._pods.pop(job.spec.id, None)
+
+    def wakeup(self, sim: Simulation, payload: object) -> None:
+        """Never scheduled."""
+
+    def plan_round(self, sim: Simulation) -> None:
+        """One operator round: snapshot, context, plan, GpuNode specs, then observe the jobs."""
+        now = sim.carbon.time_of(sim.t)
+        snapshot = self.snapshot(sim)
+        context = PlanContext(
+            now=now,
+            carbon=self._carbon(sim),
+            profiles=self.observer.profiles,
+            straggler_caps=self.observer.straggler_caps,
+            previous_node_budgets={
+                sim.nodes[n].name: s.node_budget_watts
+                for n, s in enumerate(self._specs)
+                if s.node_budget_watts is not None
+            },
+        )
+        result = plan(snapshot, self.policies, context)
+        self.last_plan = result
+        for n, node in enumerate(sim.nodes):
+            update = node_spec_update(
+                self._specs[n],
+                result.nodes.get(node.name, ()),
+                now=now,
+                ttl_seconds=PLAN_TTL_S,
+                node_budget_watts=result.node_budgets.get(node.name),
+            )
+            if update is not None:
+                self._specs[n] = update
+                sim.apply(n, tuple(update.gpus), update.node_budget_watts)
+        self.node_budgets = dict(result.node_budgets)
+        if any(p.spec.efficiency is not None or p.spec.stragglers is not None for p in self.policies):
+            self._observe(sim, result, snapshot, now)
+
+    def _observe(self, sim: Simulation, result: Plan, snapshot: FleetSnapshot, now: datetime) -> None:
+        counters: dict[PodKey, float] = {}
+        for job in sim.running.values():
+            if not job.training:
+                continue
+            progress = job.progress_at(sim.t)
+            for key, gpus in zip(job.pods, job.pod_gpus, strict=True):
+                counters[key] = progress * len(gpus) / len(job.gpus)
+        self.observer.counters = counters
+        self._loop.run_until_complete(self.observer.observe(result, snapshot, self._by_name, now))
+
+    def _carbon(self, sim: Simulation) -> Mapping[str, CarbonInput]:
+        out: dict[str, CarbonInput] = {}
+        row = sim.carbon._index(sim.t)
+        for p in self.policies:
+            if p.spec.carbon is None:
+                continue
+            key = (row, p.spec.carbon.lookahead_hours)
+            signal = self._carbon_cache.get(key)
+            if signal is None:
+                if len(self._carbon_cache) > 64:
+                    self._carbon_cache.clear()
+                signal = sim.carbon.input_at(
+                    sim.t, lookahead_h=p.spec.carbon.lookahead_hours, history_h=p.spec.carbon.lookahead_hours
+                )
+                self._carbon_cache[key] = signal
+            out[p.name] = signal
+        return out
+
+    def snapshot(self, sim: Simulation) -> FleetSnapshot:
+        """The fleet as the operator would see it from fresh GpuNode status and pod watches."""
+        t = sim.t
+        pod_of: dict[str, PodKey] = {}
+        pods: dict[PodKey, PodView] = {}
+        for job in sim.running.values():
+            views = self._pods.get(job.spec.id)
+            if views is None:
+                views = self._pods[job.spec.id] = _pods_of(sim, job)
+            pods.update(views)
+            for key, gpus in zip(job.pods, job.pod_gpus, strict=True):
+                for g in gpus:
+                    pod_of[g.identity.uuid] = key
+        gpus_view = []
+        for node, devices, engine in zip(sim.nodes, sim.node_gpus, sim.engines, strict=True):
+            outcomes = engine.outcomes
+            for g in devices:
+                ident = g.identity
+                owner = pod_of.get(ident.uuid)
+                c = g.constraints_
+                gpus_view.append(
+                    GpuView(
+                        node=node.name,
+                        uuid=ident.uuid,
+                        index=ident.index,
+                        model=ident.model,
+                        min_watts=c.min_watts,
+                        max_watts=c.max_watts,
+                        default_watts=c.default_watts,
+                        power_watts=g.power,
+                        energy_joules=g.energy_at(t),
+                        limit_watts=g.limit,
+                        pods=(owner,) if owner is not None else (),
+                        budget_limited=_budget_limited(outcomes.get(ident.uuid)),
+                    )
+                )
+        return FleetSnapshot(
+            gpus=tuple(gpus_view),
+            pods=pods,
+            nodes=tuple(n.name for n in sim.nodes),
+            node_labels={n.name: n.labels for n in sim.nodes},
+        )
+
+
+def _budget_limited(outcome: GpuOutcome | None) -> bool:
+    """What the agent reports as ``budgetLimitWatts``: its budget loop holds the GPU below its target."""
+    return outcome is not None and outcome.budget_limit_watts is not None
+
+
+def _pods_of(sim: Simulation, job: RunningJob) -> dict[PodKey, PodView]:
+    spec = job.spec
+    labels = {"wattplane.io/workload": spec.kind, "app": job.workload.family.replace("/", "-")}
+    if job.training:
+        labels |= {"wattplane.io/energy": "efficient", "wattplane.io/carbon": "aware"}
+        if len(job.pods) > 1:
+            labels["wattplane.io/distributed"] = "true"
+    annotations = {JOB: spec.id, PRIORITY: spec.priority, WORKLOAD: spec.kind}
+    if job.training:
+        annotations[PROGRESS_METRIC] = SIM_PROGRESS_METRIC
+    out = {}
+    for key, gpus in zip(job.pods, job.pod_gpus, strict=True):
+        out[key] = PodView(
+            namespace=key[0],
+            name=key[1],
+            uid=f"uid-{key[1]}",
+            node=sim.nodes[gpus[0].node_index].name,
+            labels=labels,
+            annotations=annotations,
+            owner=f"Job/{spec.id}",
+        )
+    return out

@@ -1,0 +1,232 @@
+"""What a run measured, and how a run compares with the uncapped run of the same scenario.
+
+Scopes, so that every run is compared on the same work:
+
+* ``energy_kwh`` / ``carbon_kg``: energy and emissions of the GPUs while jobs held them, every job from
+  start to finish (training jobs submitted during the run are run to completion, so every run does the
+  same training work; services run for the run's duration);
+* ``fleet_energy_kwh`` / ``fleet_carbon_kg``: every GPU, idle ones included, over the run's duration only;
+* JCT changes compare each training job with itself in the uncapped run (jobs that finished in both);
+* high-priority throughput: work of ``high`` jobs done within the duration, in uncapped GPU-seconds
+  (training: epochs × uncapped seconds per epoch × GPUs; inference: demand served).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from wattplane.sim.engine import Simulation
+from wattplane.sim.physics import RunningJob
+
+_J_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class JobReceipt:
+    """One job's bill."""
+
+    id: str
+    kind: str
+    priority: str
+    gpus: int
+    gpu_model: str
+    workload: str
+    submit_s: float
+    start_s: float
+    end_s: float | None
+    jct_s: float | None
+    energy_kwh: float
+    carbon_kg: float
+    mean_limit_watts: float
+    #: Work in uncapped GPU-seconds: done in total, and done within the run's duration.
+    work_gpu_s: float
+    window_work_gpu_s: float
+    #: Inference only: demand (uncapped GPU-seconds) and backlog left at the end.
+    demand_gpu_s: float = 0.0
+    backlog_gpu_s: float = 0.0
+
+    @property
+    def completed(self) -> bool:
+        """Whether the job finished its work (services: ran to the end of the run)."""
+        return self.end_s is not None
+
+
+@dataclass(frozen=True)
+class ScopeResult:
+    """A power budget's record over the run."""
+
+    name: str
+    watts: float
+    over_s: float
+    longest_over_s: float
+    max_watts: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything one run measured."""
+
+    name: str
+    duration_s: float
+    end_s: float
+    energy_kwh: float
+    carbon_kg: float
+    fleet_energy_kwh: float
+    fleet_carbon_kg: float
+    fleet_energy_all_kwh: float
+    idle_energy_kwh: float
+    scopes: tuple[ScopeResult, ...]
+    receipts: tuple[JobReceipt, ...]
+    unfinished_jobs: int
+    queued_jobs: int
+    plan_rounds: int
+    agent_ticks: int
+    events: int
+    timeline_step_s: float
+    timeline_power_w: tuple[float, ...]
+    timeline_max_w: tuple[float, ...]
+    timeline_mean_limit_w: tuple[float | None, ...]
+    timeline_intensity: tuple[float, ...]
+    wall_s: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def high_priority_work_gpu_s(self) -> float:
+        """Work of high-priority jobs done within the duration."""
+        return math.fsum(r.window_work_gpu_s for r in self.receipts if r.priority == "high")
+
+
+def collect(sim: Simulation, name: str, *, wall_s: float = 0.0, notes: Sequence[str] = ()) -> RunResult:
+    """Read a finished simulation's accounting into a :class:`RunResult`."""
+    jobs = [*sim.finished.values(), *sim.running.values()]
+    receipts = tuple(sorted((_receipt(sim, j) for j in jobs), key=lambda r: r.id))
+    job_energy = math.fsum(j.energy_j for j in jobs)
+    tl = sim.timeline
+    mean_limit = tuple(
+        (lim / busy) if busy > 0 else None for lim, busy in zip(tl.busy_limit_ws, tl.busy_gpu_s, strict=True)
+    )
+    return RunResult(
+        name=name,
+        duration_s=sim.options.duration_s,
+        end_s=sim.t,
+        energy_kwh=job_energy / _J_PER_KWH,
+        carbon_kg=math.fsum(j.carbon_g for j in jobs) / 1000.0,
+        fleet_energy_kwh=sim.window_energy_j / _J_PER_KWH,
+        fleet_carbon_kg=sim.window_carbon_g / 1000.0,
+        fleet_energy_all_kwh=sim.fleet_energy_j / _J_PER_KWH,
+        idle_energy_kwh=(sim.fleet_energy_j - job_energy) / _J_PER_KWH,
+        scopes=tuple(
+            ScopeResult(s.name, s.watts, st.over_s, st.longest_over_s, st.max_watts)
+            for s, st in zip(sim.scopes, sim.scope_stats, strict=True)
+        ),
+        receipts=receipts,
+        unfinished_jobs=sum(1 for j in sim.running.values() if j.training),
+        queued_jobs=len(sim.queue),
+        plan_rounds=sim.plan_rounds,
+        agent_ticks=sim.agent_ticks,
+        events=sim.events,
+        timeline_step_s=tl.step_s,
+        timeline_power_w=tuple(e / c if c > 0 else 0.0 for e, c in zip(tl.energy_j, tl.covered_s, strict=True)),
+        timeline_max_w=tuple(tl.max_watts),
+        timeline_mean_limit_w=mean_limit,
+        timeline_intensity=tuple(i / c if c > 0 else 0.0 for i, c in zip(tl.intensity_s, tl.covered_s, strict=True)),
+        wall_s=wall_s,
+        notes=tuple(notes),
+    )
+
+
+def _receipt(sim: Simulation, job: RunningJob) -> JobReceipt:
+    unit = job.workload.uncapped_seconds_per_epoch * len(job.gpus) if job.training else 1.0
+    at_window_end = job.extra.get("window_progress", job.progress)
+    busy = (job.finished_s if job.finished_s is not None else sim.t) - job.start_s
+    return JobReceipt(
+        id=job.spec.id,
+        kind=job.spec.kind,
+        priority=job.spec.priority,
+        gpus=len(job.gpus),
+        gpu_model=job.gpus[0].model.name,
+        workload=job.workload.name,
+        submit_s=job.spec.submit_s,
+        start_s=job.start_s,
+        end_s=job.finished_s,
+        jct_s=(job.finished_s - job.spec.submit_s) if job.finished_s is not None else None,
+        energy_kwh=job.energy_j / _J_PER_KWH,
+        carbon_kg=job.carbon_g / 1000.0,
+        mean_limit_watts=job.limit_seconds / busy if busy > 0 else job.limits_mean,
+        work_gpu_s=job.progress * unit,
+        window_work_gpu_s=at_window_end * unit,
+        demand_gpu_s=job.demand_total,
+        backlog_gpu_s=job.backlog,
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One run against the uncapped run of the same scenario (changes are fractions, −0.1 = 10 % less)."""
+
+    name: str
+    energy_change: float
+    carbon_change: float
+    fleet_energy_change: float
+    fleet_carbon_change: float
+    mean_jct_change: float | None
+    p95_jct_change: float | None
+    high_priority_jct_change: float | None
+    high_priority_throughput: float | None
+    seconds_over_budget: float
+    longest_over_budget_s: float
+    compared_jobs: int
+
+
+def compare(run: RunResult, base: RunResult) -> Comparison:
+    """``run`` relative to ``base`` (the uncapped run)."""
+    base_jct = {r.id: r.jct_s for r in base.receipts if r.kind == "training" and r.jct_s}
+    changes: list[float] = []
+    high: list[float] = []
+    for r in run.receipts:
+        ref = base_jct.get(r.id)
+        if r.kind != "training" or r.jct_s is None or ref is None:
+            continue
+        changes.append(r.jct_s / ref - 1.0)
+        if r.priority == "high":
+            high.append(r.jct_s / ref - 1.0)
+    base_high = base.high_priority_work_gpu_s
+    return Comparison(
+        name=run.name,
+        energy_change=_change(run.energy_kwh, base.energy_kwh),
+        carbon_change=_change(run.carbon_kg, base.carbon_kg),
+        fleet_energy_change=_change(run.fleet_energy_kwh, base.fleet_energy_kwh),
+        fleet_carbon_change=_change(run.fleet_carbon_kg, base.fleet_carbon_kg),
+        mean_jct_change=math.fsum(changes) / len(changes) if changes else None,
+        p95_jct_change=percentile(changes, 95) if changes else None,
+        high_priority_jct_change=math.fsum(high) / len(high) if high else None,
+        high_priority_throughput=(run.high_priority_work_gpu_s / base_high) if base_high > 0 else None,
+        seconds_over_budget=math.fsum(s.over_s for s in run.scopes),
+        longest_over_budget_s=max((s.longest_over_s for s in run.scopes), default=0.0),
+        compared_jobs=len(changes),
+    )
+
+
+def _change(value: float, base: float) -> float:
+    return value / base - 1.0 if base > 0 else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile with linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def savings_share(run: Comparison, oracle: Comparison, *, key: str) -> float | None:
+    """How much of the oracle's reduction ``run`` achieved (``key``: ``energy`` or ``carbon``)."""
+    attr: Mapping[str, str] = {"energy": "energy_change", "carbon": "carbon_change"}
+    best = -float(getattr(oracle, attr[key]))
+    got = -float(getattr(run, attr[key]))
+    return got / best if best > 0 else None
