@@ -106,9 +106,7 @@ class ZeusOracleController(_OracleBase):
         if not job.training:
             return
         model = job.gpus[0].model
-        lo = model.min_watts
-        if self.floor_fraction is not None:
-            lo = max(lo, self.floor_fraction * model.default_watts)
+        lo = _oracle_floor(model.min_watts, model.default_watts, self.floor_fraction)
         watts = zeus_limit(job.workload.curve, eta=self.eta, lo=lo, hi=model.max_watts, step=self.step_watts)
         self.chosen[job.spec.id] = watts
         self._set(sim, job, watts, f"zeus-oracle: best static limit for eta {self.eta:g}")
@@ -135,9 +133,7 @@ class CarbonOracleController(_OracleBase):
         if not job.training:
             return
         model = job.gpus[0].model
-        lo = model.min_watts
-        if self.floor_fraction is not None:
-            lo = max(lo, self.floor_fraction * model.default_watts)
+        lo = _oracle_floor(model.min_watts, model.default_watts, self.floor_fraction)
         result = carbon_schedule(
             job.workload.curve,
             lo=lo,
@@ -164,3 +160,8 @@ class CarbonOracleController(_OracleBase):
         if job is None:
             return
         self._set(sim, job, self.plans[job_id].segments[k].watts, "carbon-oracle schedule")
+
+
+def _oracle_floor(min_watts: float, default_watts: float, floor_fraction: float | None) -> float:
+    """Lowest limit an oracle may use: the device minimum, raised to the policy's floor if it has one."""
+    return min_watts if floor_fraction is None else max(min_watts, floor_fraction * default_watts)
