@@ -76,6 +76,7 @@ class AgentLoop:
         self._clock = clock
         self._wake = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
+        self._assignment_task: asyncio.Task[None] | None = None
         self._ledger = PodEnergyLedger()
         self._mapper = SimulatedPodMapper([d.identity.uuid for d in engine.devices])
         self._assignment: PodAssignment = {}
@@ -107,10 +108,11 @@ class AgentLoop:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            if self._status_task is not None:
-                self._status_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._status_task
+            for task in (self._status_task, self._assignment_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self.settings.restore_on_exit:
                 failures = self.engine.restore_all()
                 logger.info("restored GPUs on exit (%d failure(s))", len(failures))
@@ -165,11 +167,10 @@ class AgentLoop:
         """
         loop_time = self._clock()
         if loop_time - self._last_pod_sync >= self.settings.pod_sync_interval_s:
-            try:
-                self._assignment = await self._assignment_source()
-                self._last_pod_sync = loop_time
-            except Exception as exc:  # attribution trouble must not stop power control
-                logger.warning("pod attribution failed: %s", exc)
+            if background_status:
+                self._refresh_assignment(loop_time)
+            else:
+                await self._sync_assignment(loop_time)
         self._drive_simulated_load()
         now = datetime.now(UTC)
         expired = plan_expired(self.spec.issued_at, self.spec.ttl_seconds, now)
@@ -178,6 +179,18 @@ class AgentLoop:
             self._report()
         else:
             await self._write_status()
+
+    async def _sync_assignment(self, loop_time: float) -> None:
+        try:
+            self._assignment = await self._assignment_source()
+            self._last_pod_sync = loop_time
+        except Exception as exc:  # attribution trouble must not stop power control
+            logger.warning("pod attribution failed: %s", exc)
+
+    def _refresh_assignment(self, loop_time: float) -> None:
+        """Refresh the pod ↔ GPU mapping beside the control loop (the API or kubelet may hang)."""
+        if self._assignment_task is None or self._assignment_task.done():
+            self._assignment_task = asyncio.create_task(self._sync_assignment(loop_time), name="pod-sync")
 
     def _report(self) -> None:
         """Write status beside the control loop: a hung API server must never hold up device control.
