@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from wattplane.agent.apiserver import NotFound
 from wattplane.agent.budget import BudgetParams
 from wattplane.agent.engine import NodeEngine, PodAssignment, plan_expired
 from wattplane.agent.gpu.simulated import SimulatedGpu
@@ -271,6 +272,13 @@ class AgentLoop:
             return
         try:
             await self.objects.patch_status(status.to_wire())
+        except NotFound:
+            # The GpuNode is gone (Node replaced, or deleted by hand): create it again, with an empty
+            # plan, instead of reporting into the void until a restart. The next tick writes status.
+            logger.warning("GpuNode %s was deleted; creating it again", self.settings.node_name)
+            with contextlib.suppress(Exception):
+                self._adopt(await self.objects.ensure_gpunode())
+            return
         except Exception as exc:  # the API server being away must not stop power control
             logger.warning("could not write GpuNode status: %s", exc)
             return
