@@ -86,6 +86,7 @@ class AgentLoop:
         self._last_written_at = -1e9
         self._last_fingerprint: object = None
         self._last_pod_sync = -1e9
+        self._synced_once = False
         self._last_tick_done: float | None = None
         self._tick_problem: str | None = None
 
@@ -168,7 +169,9 @@ class AgentLoop:
         """
         loop_time = self._clock()
         if loop_time - self._last_pod_sync >= self.settings.pod_sync_interval_s:
-            if background_status:
+            # Until the first sync has worked, wait for it: a status written with no pods would tell the
+            # operator this node's GPUs are free, and it would take their targets away (and back).
+            if background_status and self._synced_once:
                 self._refresh_assignment(loop_time)
             else:
                 await self._sync_assignment(loop_time)
@@ -185,6 +188,7 @@ class AgentLoop:
         try:
             self._assignment = await self._assignment_source()
             self._last_pod_sync = loop_time
+            self._synced_once = True
         except Exception as exc:  # attribution trouble must not stop power control
             logger.warning("pod attribution failed: %s", exc)
 
