@@ -40,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.monotonic()
-    specs = fuzzing.draw(fuzzing.policy_specs, args.cases)
+    specs = fuzzing.draw(fuzzing.policy_specs, args.cases, derandomize=False)  # new cases every run
     drawn = time.monotonic() - started
     ensure_binaries()
     cp = start_control_plane(Path(tempfile.mkdtemp(prefix="wattplane-fuzz-")))

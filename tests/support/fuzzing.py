@@ -212,13 +212,15 @@ carbon_payloads: st.SearchStrategy[Any] = st.recursive(
 )
 
 
-def draw(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
+def draw(strategy: st.SearchStrategy[Any], count: int, *, derandomize: bool = True) -> list[Any]:
     """``count`` examples of ``strategy`` (for async consumers that ``@given`` cannot drive)."""
     from hypothesis import HealthCheck, Phase, given, settings
 
     out: list[Any] = []
 
-    @settings(max_examples=count, deadline=None, database=None, phases=[Phase.generate],
+    # derandomize: CI sees the same cases every run (a failure is reproducible, never a flake);
+    # bench/policy_fuzz.py explores new ones.
+    @settings(max_examples=count, deadline=None, database=None, phases=[Phase.generate], derandomize=derandomize,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(strategy)
     def collect(example: Any) -> None:

@@ -137,7 +137,7 @@ class EfficiencySpec(ApiModel):
     """Measurement window per limit."""
     early_stop_fraction: float = Field(default=0.5, gt=0, le=1)
     """Stop the sweep once throughput falls below this fraction of the best seen (it only gets worse)."""
-    reprofile_after_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    reprofile_after_seconds: float = Field(default=7 * 24 * 3600.0, ge=60, le=366 * 24 * 3600)
     """Age after which a job's profile is measured again."""
 
 
