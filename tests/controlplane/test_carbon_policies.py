@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from fleet import Fleet
 from kubeapi import apply_policy, connect, create_namespace, create_pod, eventually, get_cluster_object
 from kubernetes_asyncio import client
+from loopback import serving
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -67,12 +67,8 @@ async def electricitymaps() -> AsyncIterator[tuple[str, list[str]]]:
     app = web.Application()
     app.router.add_get("/v3/carbon-intensity/latest", latest)
     app.router.add_get("/v3/carbon-intensity/forecast", forecast)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/"), seen
-    finally:
-        await server.close()
+    async with serving(app) as url:
+        yield url, seen
 
 
 async def _cli(fleet: Fleet, *args: str) -> str:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from fleet import Fleet
 from kubeapi import apply_policy, connect, create_namespace, create_pod, eventually, get_cluster_object
 from kubernetes_asyncio import client
+from loopback import serving
 from wattplane.agent.gpu.simmodels import builtin_catalog
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
@@ -70,12 +70,8 @@ async def job(fleet: Fleet) -> AsyncIterator[tuple[TrainingJob, str]]:
     training = TrainingJob(fleet)
     app = web.Application()
     app.router.add_get("/metrics", training.metrics)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield training, f"{server.make_url('/metrics')!s}#train_samples"
-    finally:
-        await server.close()
+    async with serving(app) as url:
+        yield training, f"{url}/metrics#train_samples"
 
 
 def _true_cost(job: TrainingJob, watts: float, max_watts: float) -> float:

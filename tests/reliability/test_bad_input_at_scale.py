@@ -28,12 +28,12 @@ from typing import Any
 import fuzzing
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from controlplane import ControlPlane
 from faults import FaultFleet, limits, running_fleet
 from hypothesis import HealthCheck, given, settings
 from kubeapi import apply_policy, create_namespace, create_pod, eventually, get_cluster_object
 from kubernetes_asyncio import client
+from loopback import serving
 from pydantic import SecretStr
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicySpec
 from wattplane.carbon import CarbonService, Credentials, RetryPolicy
@@ -185,12 +185,8 @@ async def fuzz_server() -> AsyncIterator[tuple[str, list[Any]]]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", any_path)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/"), bodies
-    finally:
-        await server.close()
+    async with serving(app) as url:
+        yield url, bodies
 
 
 @pytest.mark.timeout(300)

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from controlplane import ControlPlane
 from faults import FaultFleet, kill, record, running_fleet
 from kubeapi import apply_policy, create_namespace, create_pod, eventually, get_cluster_object
 from kubernetes_asyncio import client
+from loopback import serving
 from wattplane.agent.gpu.simmodels import builtin_catalog
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
@@ -76,12 +76,8 @@ async def job(fleet: FaultFleet) -> AsyncIterator[tuple[SlowJob, str]]:
     training = SlowJob(fleet)
     app = web.Application()
     app.router.add_get("/metrics", training.metrics)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield training, f"{server.make_url('/metrics')!s}#train_samples"
-    finally:
-        await server.close()
+    async with serving(app) as url:
+        yield training, f"{url}/metrics#train_samples"
 
 
 class StatusWatch:

@@ -32,13 +32,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from carbongrid import GridServer
 from controlplane import TOKEN as API_TOKEN
 from controlplane import ControlPlane
 from faults import FaultFleet, agent_metrics_port, http_get, running_fleet
 from kubeapi import apply_policy, create_namespace, create_pod, eventually, get_cluster_object
 from kubernetes_asyncio import client
+from loopback import serving
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(180)]
@@ -80,12 +80,8 @@ async def watttime() -> AsyncIterator[tuple[str, list[str]]]:
     app = web.Application()
     app.router.add_get("/login", login)
     app.router.add_get("/v3/{tail:.*}", data)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/"), seen
-    finally:
-        await server.close()
+    async with serving(app) as url:
+        yield url, seen
 
 
 @pytest.fixture

@@ -40,7 +40,8 @@ from wattplane.operator.observe import JobObserver
 from wattplane.operator.signals import CarbonSignals
 from wattplane.planner.context import PlanContext
 from wattplane.planner.plan import plan
-from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodView, PolicyView
+from wattplane.planner.snapshot import FleetSnapshot, PodView, PolicyView
+from wattplane.sim.planning import engine_gpu_view
 from wattplane.sim.scenario import load_policies
 
 logger = logging.getLogger("wattplane.run")
@@ -114,8 +115,6 @@ def snapshot_of(
         reading = engine.readings.get(ident.uuid)
         if not isinstance(reading, GpuReading):
             continue
-        limits = engine.constraints_of(device)
-        outcome = engine.outcomes.get(ident.uuid)
         key = (NAMESPACE, f"gpu-{ident.index}")
         pods[key] = PodView(
             namespace=NAMESPACE,
@@ -127,20 +126,15 @@ def snapshot_of(
             ip="127.0.0.1",
         )
         gpus.append(
-            GpuView(
-                node=node,
-                uuid=ident.uuid,
-                index=ident.index,
-                model=ident.model,
-                min_watts=limits.min_watts,
-                max_watts=limits.max_watts,
-                default_watts=limits.default_watts,
+            engine_gpu_view(
+                node,
+                ident,
+                engine.constraints_of(device),
                 power_watts=reading.power_watts,
                 energy_joules=reading.energy_joules,
                 limit_watts=reading.power_limit_watts,
                 pods=(key,),
-                mig_enabled=ident.mig_enabled,
-                budget_limited=outcome is not None and outcome.budget_limit_watts is not None,
+                outcome=engine.outcomes.get(ident.uuid),
             )
         )
     return FleetSnapshot(gpus=tuple(gpus), pods=pods, nodes=(node,), node_labels={node: {}})

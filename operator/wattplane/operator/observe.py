@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +27,8 @@ from wattplane.planner.snapshot import FleetSnapshot, PodKey, PolicyView
 from wattplane.planner.stragglers import Hold, decide_caps
 
 ProfileKey = tuple[str, str]
+#: Reads one pod's progress counter (``None``: no usable sample this round); never raises.
+ProgressReader = Callable[[FleetSnapshot, PodKey], Awaitable[ProgressSample | None]]
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,16 @@ def _probe_overridden(job: JobView, plan: Plan, profile: JobProfile | None) -> b
 class JobObserver:
     """Holds profiles and straggler caps between rounds; feeds them with fresh observations."""
 
-    def __init__(self, *, timeout_s: float = 2.0, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 2.0,
+        session: aiohttp.ClientSession | None = None,
+        read_progress: ProgressReader | None = None,
+    ) -> None:
         self._timeout_s = timeout_s
+        #: Where progress samples come from: the pods' metrics over HTTP, or (simulator) anything else.
+        self._read_progress: ProgressReader = read_progress or self._scrape
         self._session = session
         self._owns_session = session is None
         self.profiles: dict[ProfileKey, JobProfile] = {}
@@ -91,7 +101,7 @@ class JobObserver:
         ]
         pods = sorted({k for j in jobs for k in j.pods})
         self._annotations = {k: snapshot.pods[k].annotations for k in pods if k in snapshot.pods}
-        samples = dict(zip(pods, await asyncio.gather(*(self._scrape(snapshot, k) for k in pods)), strict=True))
+        samples = dict(zip(pods, await asyncio.gather(*(self._read_progress(snapshot, k) for k in pods)), strict=True))
         energy = {g.uuid: g.energy_joules for g in snapshot.gpus}
         for job in jobs:
             policy = policies[job.policy]

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from wattplane.agent.engine import GpuOutcome
+from wattplane.agent.gpu.base import GpuIdentity, PowerConstraints
 from wattplane.api.annotations import JOB, PRIORITY, PROGRESS_METRIC, WORKLOAD
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec
 from wattplane.operator.decisions import node_spec_update
@@ -38,18 +39,6 @@ SIM_PROGRESS_METRIC = "9090:/metrics#wattplane_sim_epochs_total"
 PLAN_TTL_S = 600
 
 
-class _SimObserver(JobObserver):
-    """The operator's observer, reading progress counters from the simulation instead of HTTP."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counters: dict[PodKey, float] = {}
-
-    async def _scrape(self, snapshot: FleetSnapshot, key: PodKey) -> ProgressSample | None:
-        value = self.counters.get(key)
-        return None if value is None else ProgressSample(value=value, series=1, url="sim://" + "/".join(key))
-
-
 class PolicyController:
     """The operator's planning round, run by the simulator (see the module docstring)."""
 
@@ -58,13 +47,19 @@ class PolicyController:
         self.policies = list(policies)
         self._interval = plan_interval_s
         self._by_name = {p.name: p for p in self.policies}
-        self.observer = _SimObserver()
+        #: The jobs' simulated progress counters, read by the operator's own observer instead of HTTP.
+        self.counters: dict[PodKey, float] = {}
+        self.observer = JobObserver(read_progress=self._read_counter)
         self._loop = asyncio.new_event_loop()
         self._specs: list[GpuNodeSpec] = []
         self._pods: dict[str, dict[PodKey, PodView]] = {}
         self._carbon_cache: dict[tuple[int, float], CarbonInput] = {}
         self.last_plan: Plan | None = None
         self.node_budgets: dict[str, float] = {}
+
+    async def _read_counter(self, snapshot: FleetSnapshot, key: PodKey) -> ProgressSample | None:
+        value = self.counters.get(key)
+        return None if value is None else ProgressSample(value=value, series=1, url="sim://" + "/".join(key))
 
     @property
     def plan_interval_s(self) -> float | None:
@@ -130,7 +125,7 @@ class PolicyController:
             progress = job.progress_at(sim.t)
             for key, gpus in zip(job.pods, job.pod_gpus, strict=True):
                 counters[key] = progress * len(gpus) / len(job.gpus)
-        self.observer.counters = counters
+        self.counters = counters
         self._loop.run_until_complete(self.observer.observe(result, snapshot, self._by_name, now))
 
     def _carbon(self, sim: Simulation) -> Mapping[str, CarbonInput]:
@@ -170,21 +165,16 @@ class PolicyController:
             for g in devices:
                 ident = g.identity
                 owner = pod_of.get(ident.uuid)
-                c = g.constraints_
                 gpus_view.append(
-                    GpuView(
-                        node=node.name,
-                        uuid=ident.uuid,
-                        index=ident.index,
-                        model=ident.model,
-                        min_watts=c.min_watts,
-                        max_watts=c.max_watts,
-                        default_watts=c.default_watts,
+                    engine_gpu_view(
+                        node.name,
+                        ident,
+                        g.constraints_,
                         power_watts=g.power,
                         energy_joules=g.energy_at(t),
                         limit_watts=g.limit,
                         pods=(owner,) if owner is not None else (),
-                        budget_limited=_budget_limited(outcomes.get(ident.uuid)),
+                        outcome=outcomes.get(ident.uuid),
                     )
                 )
         return FleetSnapshot(
@@ -195,9 +185,37 @@ class PolicyController:
         )
 
 
-def _budget_limited(outcome: GpuOutcome | None) -> bool:
-    """What the agent reports as ``budgetLimitWatts``: its budget loop holds the GPU below its target."""
-    return outcome is not None and outcome.budget_limit_watts is not None
+def engine_gpu_view(
+    node: str,
+    identity: GpuIdentity,
+    constraints: PowerConstraints,
+    *,
+    power_watts: float,
+    energy_joules: float | None,
+    limit_watts: float,
+    pods: tuple[PodKey, ...],
+    outcome: GpuOutcome | None,
+) -> GpuView:
+    """A GPU driven by an in-process agent engine, as the planner sees it (what a GpuNode status says).
+
+    Shared by the simulator and ``wattplane run``; ``budget_limited`` is what the agent reports as
+    ``budgetLimitWatts``: its budget loop holds the GPU below its target.
+    """
+    return GpuView(
+        node=node,
+        uuid=identity.uuid,
+        index=identity.index,
+        model=identity.model,
+        min_watts=constraints.min_watts,
+        max_watts=constraints.max_watts,
+        default_watts=constraints.default_watts,
+        power_watts=power_watts,
+        energy_joules=energy_joules,
+        limit_watts=limit_watts,
+        pods=pods,
+        mig_enabled=identity.mig_enabled,
+        budget_limited=outcome is not None and outcome.budget_limit_watts is not None,
+    )
 
 
 def _pods_of(sim: Simulation, job: RunningJob) -> dict[PodKey, PodView]:
