@@ -20,6 +20,7 @@ from datetime import datetime
 import aiohttp
 from wattplane.api.annotations import parse_pod_annotations
 from wattplane.api.v1alpha1.energypolicy import JobProfile
+from wattplane.api.v1alpha1.gpunode import GpuTarget
 from wattplane.operator.progress import ProgressSample, parse_progress_metric, scrape
 from wattplane.planner.efficiency import JobObservation, advance
 from wattplane.planner.plan import JobView, Plan
@@ -37,11 +38,10 @@ class _Sample:
     at: datetime
 
 
-def _probe_overridden(job: JobView, plan: Plan, profile: JobProfile | None) -> bool:
+def _probe_overridden(job: JobView, targets: Mapping[str, GpuTarget], profile: JobProfile | None) -> bool:
     """Whether a GPU of a profiling job runs below the probe (a budget cut): that window measures nothing."""
     if profile is None or profile.state != "Profiling" or profile.current_watts is None:
         return False
-    targets = {t.uuid: t for ts in plan.nodes.values() for t in ts}
     return any(
         (t := targets.get(u)) is not None and t.power_limit_watts < profile.current_watts - 0.5 for u in job.gpus
     )
@@ -103,10 +103,11 @@ class JobObserver:
         self._annotations = {k: snapshot.pods[k].annotations for k in pods if k in snapshot.pods}
         samples = dict(zip(pods, await asyncio.gather(*(self._read_progress(snapshot, k) for k in pods)), strict=True))
         energy = {g.uuid: g.energy_joules for g in snapshot.gpus}
+        targets = {t.uuid: t for ts in plan.nodes.values() for t in ts}  # once per round, not per job
         for job in jobs:
             policy = policies[job.policy]
             if policy.spec.efficiency is not None:
-                self._advance_profile(job, policy, plan, samples, energy, now)
+                self._advance_profile(job, policy, targets, samples, energy, now)
             if policy.spec.stragglers is not None:
                 self._advance_stragglers(job, policy, samples, snapshot, now)
         for key, sample in samples.items():
@@ -143,7 +144,7 @@ class JobObserver:
         self,
         job: JobView,
         policy: PolicyView,
-        plan: Plan,
+        targets: Mapping[str, GpuTarget],
         samples: Mapping[PodKey, ProgressSample | None],
         energy: Mapping[str, float | None],
         now: datetime,
@@ -159,7 +160,7 @@ class JobObserver:
             values
             and all(v is not None for v in values)
             and all(e is not None for e in joules)
-            and not _probe_overridden(job, plan, profile)
+            and not _probe_overridden(job, targets, profile)
         ):
             observation = JobObservation(
                 progress=math.fsum(v.value for v in values if v is not None),
