@@ -68,8 +68,9 @@ def main() -> int:
             examples[key].append(f"{why[:200]}  <-  {json.dumps(spec)[:200]}")
         if model is not None:
             result = fuzzing.check_offline(stored)
-            violations += result.violations
+            violations += result.violations + result.clock_refusals
             tally["clock locks refused by the device"] += bool(result.clock_refusals)
+            tally["clock locks clamped by the agent"] += bool(result.clamped_clocks)
     offline_seconds = time.monotonic() - checked
 
     print(f"cases: {len(specs)} (drawn in {drawn:.1f} s)")

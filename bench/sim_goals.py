@@ -31,7 +31,7 @@ from wattplane.sim.carbon import CarbonTrack
 from wattplane.sim.catalog import Catalog
 from wattplane.sim.engine import SimOptions
 from wattplane.sim.fleet import expand, parse_fleet
-from wattplane.sim.jobs import Demand, JobSpec, inference_services, synthetic_training
+from wattplane.sim.jobs import JobSpec, inference_services, synthetic_training
 from wattplane.sim.results import RunResult, compare, savings_share
 from wattplane.sim.scenario import RunSpec, Scenario, load_policies, resolve_workloads, run_all, run_specs
 from wattplane.sim.traces import azure_demand
@@ -41,7 +41,9 @@ TRACES = {
     "US-CAL-CISO": "electricitymaps_US-CAL-CISO_2023_hourly.csv",
     "DE-LU": "electricitymaps_DE-LU_2023_hourly.csv",
 }
-AZURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "jobs" / "azure_llm_inference_trace_2023_conv.csv"
+#: Arrivals of the high-priority inference services (Azure LLM inference trace 2023, CC-BY-4.0), shipped
+#: with the simulator; see operator/wattplane/sim/data/NOTICE.md.
+AZURE = "azure_llm_inference_trace_2023_conv.csv"
 
 #: Chase composed with Zeus: the efficient limit is each job's own lowest-energy limit within 1.5 % of its
 #: fastest (profiled online), full power in the cleanest 70 % of the look-ahead.
@@ -49,11 +51,19 @@ CHASE_ZEUS = Path(__file__).parent / "policies" / "chase-zeus.yaml"
 DATA = "operator/wattplane/sim/data/"
 
 
+def shipped_data(name: str) -> Path:
+    """A data file shipped with the simulator; the goals are measured on real traces or not at all."""
+    path = shipped_trace(name)
+    if not path.is_file():
+        raise SystemExit(f"sim_goals: {path} is missing (it ships with the simulator, in {DATA})")
+    return path
+
+
 def scenario(
     fleet: str, zone: str, start: str, hours: float, jobs: list[JobSpec], *, budget_fraction: float = 0.7
 ) -> Scenario:
     nodes = expand(parse_fleet(fleet))
-    carbon = CarbonTrack.load(shipped_trace(TRACES[zone]), datetime.fromisoformat(start).replace(tzinfo=UTC))
+    carbon = CarbonTrack.load(shipped_data(TRACES[zone]), datetime.fromisoformat(start).replace(tzinfo=UTC))
     return Scenario(
         nodes=nodes,
         catalog=CATALOG,
@@ -155,7 +165,7 @@ def budget_goal(quick: bool) -> None:
     fleet = "8x8xA40"
     gpus = 64
     serving = 16
-    demand = azure_demand(AZURE) if AZURE.exists() else Demand(600.0, (0.55, 0.7, 0.9, 0.75, 0.6))
+    demand = azure_demand(shipped_data(AZURE))
     jobs = synthetic_training(
         seed=3,
         duration_s=hours * 3600.0,
@@ -169,7 +179,7 @@ def budget_goal(quick: bool) -> None:
     jobs += inference_services(count=serving, gpus=1, demand=demand, workload="squad/bert_base_uncased")
     s = scenario(fleet, "US-CAL-CISO", "2023-06-10", hours, jobs)
     base, polca = run_all(s, run_specs(s, ["polca"], {}))
-    report_budget(base, polca, s, "Azure LLM trace 2023" if AZURE.exists() else "synthetic")
+    report_budget(base, polca, s, "Azure LLM trace 2023")
 
 
 def report_budget(base: RunResult, polca: RunResult, s: Scenario, demand: str) -> None:
@@ -198,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one small scenario per goal")
     parser.add_argument("--only", choices=["carbon", "efficiency", "budget"])
     args = parser.parse_args(argv)
+    for name in [*TRACES.values(), AZURE]:  # before minutes of simulation, not after
+        shipped_data(name)
     started = time.perf_counter()
     if args.only in (None, "carbon"):
         carbon_goal(args.quick)

@@ -561,7 +561,7 @@ def test_operator_and_agent_do_their_job_under_the_chart_accounts(
             families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
         limits = sorted(s.value for s in families["wattplane_gpu_power_limit_watts"].samples)
         assert limits == [0.6 * A40_DEFAULT_WATTS] * 2 + [A40_DEFAULT_WATTS] * 2
-        assert {s.labels["Hostname"] for s in families["wattplane_gpu_power_limit_watts"].samples} == {NODE_A}
+        assert {s.labels["hostname"] for s in families["wattplane_gpu_power_limit_watts"].samples} == {NODE_A}
 
         admin.ok("DELETE", f"{EP}/wpchart-cap")
 

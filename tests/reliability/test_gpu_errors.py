@@ -59,7 +59,7 @@ def _errors_metric(fleet: FaultFleet, uuid: str, reason: str) -> float:
     _, body = http_get(f"http://127.0.0.1:{agent_metrics_port(fleet.agents[NODE])}/metrics")
     for family in text_string_to_metric_families(body):
         if family.name == "wattplane_agent_apply_errors":
-            return sum(s.value for s in family.samples if s.labels["UUID"] == uuid and s.labels["reason"] == reason)
+            return sum(s.value for s in family.samples if s.labels["uuid"] == uuid and s.labels["reason"] == reason)
     return 0.0
 
 

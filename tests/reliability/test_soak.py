@@ -10,8 +10,9 @@ The full-length run (1,000 pods, 50 nodes, 10 minutes) is ``bench/soak.py``; bot
   planning round;
 * **API writes bounded**: once the churn stops, each node's GpuNode gets at most one status write per
   status interval (plus one for the interval in progress), and at most one plan (a TTL renewal). Half
-  the nodes form a rack under a power budget; on those this does not hold yet in most runs (a known
-  bug this soak found, see the xfail below).
+  the nodes form a rack under a power budget that cuts part of it; the same holds there (the operator
+  owns the node shares, the agents alone cut GPUs: before that, the two chased each other through the
+  API server with 2-3 plans a second per node).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _quiet_writes(soak: SoakReport, budgeted: bool) -> tuple[dict[str, int], dic
 def _assert_bounded(soak: SoakReport, budgeted: bool) -> None:
     status, spec = _quiet_writes(soak, budgeted)
     bound = math.ceil(soak.quiet_s / STATUS_INTERVAL_S) + 1
-    assert all(1 <= w <= bound for w in status.values()), (status, bound)
+    assert all(1 <= w <= bound for w in status.values()), (status, bound, soak.quiet_status_changes)
     assert all(w <= 1 for w in spec.values()), spec  # at most a plan renewal (every ttl/3), never a stream
 
 
@@ -78,11 +79,6 @@ def test_writes_are_bounded_by_the_status_interval(soak: SoakReport) -> None:
     _assert_bounded(soak, budgeted=False)
 
 
-@pytest.mark.xfail(
-    strict=False,  # seen in 6 of 9 runs with this setup (it needs the budget to cut part of the rack), not in every one
-    reason="known bug, reported to the lead: on nodes under a power budget that cuts some of their GPUs, the "
-    "operator's per-GPU budget caps and node shares and the agents' budget loop chase each other through the API "
-    "server with nothing changing: 2-3 new plans a second per budgeted node, cut GPUs flipping 5 <-> 13 of 20",
-)
 def test_writes_are_bounded_on_budgeted_nodes(soak: SoakReport) -> None:
     _assert_bounded(soak, budgeted=True)
+    assert soak.budget_cut_gpus > 0, "the budget never cut a GPU: the test would prove nothing"

@@ -299,6 +299,11 @@ def plan_violations(result: Plan, snapshot: FleetSnapshot) -> list[str]:
 
 def engine_violations(result: Plan) -> list[str]:
     """Apply the node's planned targets with the agent's engine on simulated A40s; report bad writes."""
+    return run_engine(result)[0]
+
+
+def run_engine(result: Plan) -> tuple[list[str], list[str]]:
+    """Apply the node's planned targets with the engine: (bad writes and refusals, clock clamps reported)."""
     backend = SimulatedBackend(node_name=ENGINE_NODE, gpu_count=4, clock=lambda: 1000.0)
     writes: list[tuple[str, float]] = []
     for device in backend.devices():
@@ -317,7 +322,12 @@ def engine_violations(result: Plan) -> list[str]:
     problems += [
         f"{u}: {o.error_reason} {o.message}" for u, o in outcomes.items() if o.error_reason == "InvalidArgument"
     ]
-    return problems
+    for device in backend.devices():
+        lock = device.state.locked_clocks_mhz
+        if lock is not None and not 210 <= lock[0] <= lock[1] <= 1740:
+            problems.append(f"clock lock {lock} on {device.identity.uuid} outside the A40's 210-1740 MHz")
+    clamps = [f"{u}: {o.message}" for u, o in outcomes.items() if o.reason == "Clamped" and "clock lock" in o.message]
+    return problems, clamps
 
 
 @dataclass
@@ -331,6 +341,8 @@ class CaseResult:
     server_message: str = ""
     violations: list[str] = field(default_factory=list)
     clock_refusals: list[str] = field(default_factory=list)
+    #: Clock locks the engine clamped into the device's range (reported in the GPU's status message).
+    clamped_clocks: list[str] = field(default_factory=list)
 
 
 def check_offline(spec: Any, *, name: str = "fz") -> CaseResult:
@@ -343,7 +355,8 @@ def check_offline(spec: Any, *, name: str = "fz") -> CaseResult:
     views = [PolicyView(name=name, spec=model, generation=1)]
     planned = plan(snapshot, views, PlanContext(now=NOW, carbon=carbon_inputs([name])))
     result.violations = plan_violations(planned, snapshot)
-    for problem in engine_violations(planned):
+    problems, result.clamped_clocks = run_engine(planned)
+    for problem in problems:
         (result.clock_refusals if "clock range" in problem else result.violations).append(problem)
     return result
 

@@ -64,6 +64,10 @@ class SoakReport:
     operator_api_writes: dict[str, float] = field(default_factory=dict)
     quiet_spec_samples: list[tuple[str, str]] = field(default_factory=list)
     """Specs written while nothing changed (node, spec JSON): what keeps changing, if anything."""
+    quiet_status_changes: list[tuple[str, list[str]]] = field(default_factory=list)
+    """Status writes while nothing changed: (node, what changed beyond power and energy), the first few."""
+    budget_cut_gpus: int = 0
+    """GPUs of the budgeted rack its agents hold below their target at the end of the quiet period."""
 
     def rss_summary(self) -> dict[str, dict[str, float]]:
         """Operator RSS and agent RSS (mean, max) per phase, MiB."""
@@ -110,6 +114,7 @@ class SoakReport:
                 "quiet", budgeted=True
             ),
             "status interval s": STATUS_INTERVAL_S,
+            "budgeted rack: GPUs held by the agents at the end": self.budget_cut_gpus,
             "log problems at warm-up / end": [self.problems_at_warm, self.problems_at_end],
             "tick errors": self.tick_errors,
             "round errors": self.round_errors,
@@ -166,6 +171,8 @@ class _Writes:
         self._last: dict[str, tuple[str, str]] = {}
         #: A few consecutive specs of nodes re-planned while nothing changed (for the report).
         self.quiet_spec_samples: list[tuple[str, str]] = []
+        #: What changed in status writes while nothing changed (for the report).
+        self.quiet_status_changes: list[tuple[str, list[str]]] = []
 
     def see(self, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
@@ -182,6 +189,8 @@ class _Writes:
                     self.quiet_spec_samples.append((node, spec))
             if status != last[1]:
                 self.status.setdefault(self.phase, Counter())[node] += 1
+                if self.phase == "quiet" and len(self.quiet_status_changes) < 40:
+                    self.quiet_status_changes.append((node, _changed(json.loads(last[1]), obj.get("status"))))
         self._last[node] = (spec, status)
 
     async def run(self, api: client.ApiClient) -> None:
@@ -205,6 +214,23 @@ class _Writes:
                         if event["type"] in ("ADDED", "MODIFIED"):
                             self.see(event["object"])
             await asyncio.sleep(0.5)
+
+
+#: Status fields that change on every write (measurements and the heartbeat), left out of the diff.
+_MEASURED = frozenset(
+    {"heartbeat", "powerWatts", "energyJoules", "nodePowerWatts", "temperatureCelsius", "smClockMHz",
+     "lastTransitionTime", "podEnergy", "utilization"}
+)  # fmt: skip
+
+
+def _changed(before: Any, after: Any, path: str = "") -> list[str]:
+    """Paths where two status objects differ, measurements aside."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = sorted(set(before) | set(after))
+        return [p for k in keys if k not in _MEASURED for p in _changed(before.get(k), after.get(k), f"{path}.{k}")]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [p for i, (b, a) in enumerate(zip(before, after, strict=True)) for p in _changed(b, a, f"{path}[{i}]")]
+    return [] if before == after else [f"{path}: {before!r} -> {after!r}"[:160]]
 
 
 def _rss(fleet: FaultFleet) -> dict[str, float]:
@@ -294,6 +320,7 @@ async def _drive(
             writes.phase = "quiet"
             await asyncio.sleep(report.quiet_s)
             writes.phase = "after"
+            report.budget_cut_gpus = await _budget_cut_gpus(api, fleet.nodes[::2])
             report.rss_mib["end"] = _rss(fleet)
             report.operator_api_writes["end"] = _metric(fleet.operator_metrics_url, "wattplane_operator_api_writes")
         finally:
@@ -302,6 +329,7 @@ async def _drive(
                 await watcher
         report.status_writes = writes.status
         report.quiet_spec_samples = writes.quiet_spec_samples
+        report.quiet_status_changes = writes.quiet_status_changes
         report.spec_writes = writes.spec
         problems = _problems(fleet)
         report.problems_at_end = len(problems)
@@ -315,6 +343,17 @@ async def _drive(
             with contextlib.suppress(client.exceptions.ApiException):
                 await client.CustomObjectsApi(api).delete_cluster_custom_object(GROUP, VERSION, "energypolicies", name)
         await core.delete_namespace(ns)
+
+
+async def _budget_cut_gpus(api: client.ApiClient, rack: list[str]) -> int:
+    """GPUs of ``rack`` that their agents report held by the node budget (``budgetLimitWatts``)."""
+    custom = client.CustomObjectsApi(api)
+    held = 0
+    for node in rack:
+        with contextlib.suppress(client.exceptions.ApiException):
+            gn = await custom.get_cluster_custom_object(GROUP, VERSION, "gpunodes", node)
+            held += sum(1 for g in (gn.get("status") or {}).get("gpus", []) if g.get("budgetLimitWatts") is not None)
+    return held
 
 
 def report_rss(fleet: FaultFleet) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
 
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from wattplane.agent import server
 from wattplane.agent.apiserver import ApiClient, ConfigError, load_config
 from wattplane.agent.attribution import podresources_source
@@ -18,7 +20,8 @@ from wattplane.agent.journal import Journal
 from wattplane.agent.kube import NodeObjects
 from wattplane.agent.loop import AgentLoop, budget_params
 from wattplane.agent.metrics import AgentCollector
-from wattplane.agent.settings import AgentSettings
+from wattplane.agent.settings import FLAGS, AgentSettings
+from wattplane.api.settingsdoc import add_flags, describe, flag_overrides, help_epilog, one_line
 
 logger = logging.getLogger("wattplane.agent")
 
@@ -41,6 +44,10 @@ def make_backend(settings: AgentSettings) -> GpuBackend:
     return NvmlBackend()
 
 
+class MetricsPortInUse(RuntimeError):
+    """The metrics port is taken (often: a second agent on the same host)."""
+
+
 async def amain(settings: AgentSettings) -> int:
     """Run the agent until SIGTERM/SIGINT."""
     # First: a node without usable credentials fails before touching its GPUs.
@@ -48,20 +55,51 @@ async def amain(settings: AgentSettings) -> int:
     api = ApiClient(cluster)
     logger.info("API server %s (%s)", cluster.server, cluster.source)
     backend = make_backend(settings)
+    try:
+        return await _serve(settings, api, backend)
+    finally:
+        await api.close()
+        backend.close()
+
+
+async def _serve(settings: AgentSettings, api: ApiClient, backend: GpuBackend) -> int:
     engine = NodeEngine(
         backend, Journal(settings.journal_path), dry_run=settings.dry_run, budget_params=budget_params(settings)
     )
     source = None
-    if settings.pod_mapper == "podresources":
+    mapper = settings.effective_pod_mapper()
+    if settings.pod_mapper == "auto":
+        logger.info(
+            "pod mapper: %s (auto for the %s backend%s; WATTPLANE_AGENT_POD_MAPPER chooses)",
+            mapper,
+            settings.backend,
+            ": simulated GPUs are unknown to the kubelet" if mapper == "sim" else "",
+        )
+    if mapper == "podresources":
+        if not settings.podresources_socket.exists():
+            logger.warning(
+                "no kubelet PodResources socket at %s: pods stay unattributed until it appears. Mount the "
+                "kubelet's pod-resources directory, set WATTPLANE_AGENT_PODRESOURCES_SOCKET, or for simulated "
+                "GPUs set WATTPLANE_AGENT_POD_MAPPER=sim",
+                settings.podresources_socket,
+            )
         mig_parents = getattr(backend, "mig_parent_uuids", dict)
         uuids = [d.identity.uuid for d in backend.devices()]
         source = podresources_source(settings.podresources_socket, uuids, mig_parents)
     loop = AgentLoop(settings, engine, NodeObjects(api, settings.node_name), assignment_source=source)
     registry = CollectorRegistry()
     registry.register(AgentCollector(settings.node_name, loop.snapshot))
-    runner, port = await server.start(
-        server.build_app(registry, loop.readiness, loop.health), settings.metrics_host, settings.metrics_port
-    )
+    try:
+        runner, port = await server.start(
+            server.build_app(registry, loop.readiness, loop.health), settings.metrics_host, settings.metrics_port
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise MetricsPortInUse(
+            f"metrics port {settings.metrics_port} on {settings.metrics_host} is already in use (another agent on "
+            f"this host?): set WATTPLANE_AGENT_METRICS_PORT (or --metrics-port) to a free port, or 0 for any"
+        ) from None
     logger.info("agent for node %s: backend %s, metrics on port %d", settings.node_name, backend.info.name, port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,31 +108,41 @@ async def amain(settings: AgentSettings) -> int:
         await loop.run(stop)
     finally:
         await runner.cleanup()
-        await api.close()
-        backend.close()
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: a flag for each setting in :data:`FLAGS`, every setting listed in ``--help``."""
+    docs = describe(AgentSettings, FLAGS)
+    parser = argparse.ArgumentParser(
+        prog="wattplane-agent",
+        description=__doc__,
+        epilog=help_epilog(docs),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_flags(parser, docs, AgentSettings)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags (they override ``WATTPLANE_AGENT_*``) and run."""
-    parser = argparse.ArgumentParser(prog="wattplane-agent", description=__doc__)
-    parser.add_argument("--node", help="node name (default: $NODE_NAME)")
-    parser.add_argument("--backend", choices=["nvml", "sim"])
-    parser.add_argument("--kubeconfig")
-    parser.add_argument("--log-level", default="INFO")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    overrides = {
-        k: v for k, v in {"node_name": args.node, "backend": args.backend, "kubeconfig": args.kubeconfig}.items() if v
-    }
-    settings = AgentSettings(**overrides)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    docs = describe(AgentSettings, FLAGS)
+    try:
+        settings = AgentSettings(**flag_overrides(args, docs))
+    except ValidationError as exc:
+        parser.error(one_line(exc, docs))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.node_name:
         parser.error("no node name: pass --node or set NODE_NAME")
     try:
         return asyncio.run(amain(settings))
     except ConfigError as exc:  # no cluster to talk to: say why, without a traceback
         logger.error("cannot connect to the API server: %s", exc)
-        return 1
+    except MetricsPortInUse as exc:
+        logger.error("%s", exc)
+    return 1
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ simulator.
 
 Rules every write follows:
 
-* **Clamped.** A target outside the device's constraints is clamped (and the clamp reported); a
-  target that is not a finite number is refused. The device never sees an out-of-range value.
+* **Clamped.** A target outside the device's constraints is clamped (and the clamp reported), its
+  clock lock too, into the device's supported SM clocks: the agent is the only part that knows them
+  (the operator plans from the policy alone). A target that is not a finite number is refused. The
+  device never sees an out-of-range value.
 * **Idempotent.** Read, compare, write only on a difference; an agent restarted into a node whose
   GPUs already match the plan writes nothing.
 * **Journaled.** The GPU's prior limit and clock lock are recorded before the first write and put
@@ -73,6 +75,8 @@ class _Intent:
     target: GpuTarget | None = None
     note: str = ""
     reason: str = ""
+    locked_clocks_mhz: tuple[int, int] | None = None
+    """The target's clock lock clamped into the device's supported clocks (``None``: the plan asks none)."""
 
 
 class NodeEngine:
@@ -103,6 +107,7 @@ class NodeEngine:
         self._unwritable: dict[str, int] = {}
         self._tick = 0
         self._constraints: dict[str, PowerConstraints] = {}
+        self._clock_ranges: dict[str, tuple[int, int] | None] = {}
         self._devices: list[GpuDevice] = list(backend.devices())
 
     @property
@@ -121,11 +126,13 @@ class NodeEngine:
         *,
         expired: bool = False,
         node_budget_watts: float | None = None,
+        budget_priorities: Mapping[str, int] | None = None,
     ) -> dict[str, GpuOutcome]:
         """One tick: bring every GPU to its target within the node budget, or back to its prior state.
 
         ``expired`` means the plan outlived its TTL (the operator is gone): every GPU is restored and
-        the budget, part of that plan, lapses with it.
+        the budget, part of that plan, lapses with it. ``budget_priorities`` is the plan's cut order
+        by UUID (a GPU absent from it ranks by its target's priority, or 0 without a target).
         """
         self._tick += 1
         self.read_all()
@@ -141,7 +148,7 @@ class NodeEngine:
                 intents[uuid] = self._intent(device, reading, None if expired else by_uuid.get(uuid))
             except Exception as exc:
                 self._fail(device, _as_gpu_error(exc, device))
-        decision = self._decide_budget(intents, None if expired else node_budget_watts)
+        decision = self._decide_budget(intents, None if expired else node_budget_watts, budget_priorities or {})
         for device in self._devices:
             uuid = device.identity.uuid
             intent = intents.get(uuid)
@@ -202,6 +209,13 @@ class NodeEngine:
             known = self._constraints[uuid] = device.constraints()
         return known
 
+    def clock_range_of(self, device: GpuDevice) -> tuple[int, int] | None:
+        """The device's lockable SM clock range, asked once (``None``: the device decides)."""
+        uuid = device.identity.uuid
+        if uuid not in self._clock_ranges:
+            self._clock_ranges[uuid] = device.locked_clock_range_mhz()
+        return self._clock_ranges[uuid]
+
     def _intent(self, device: GpuDevice, reading: GpuReading, target: GpuTarget | None) -> _Intent:
         limits = self.constraints_of(device)
         prior = self.journal.get(device.identity.uuid)
@@ -225,12 +239,21 @@ class NodeEngine:
                 reason="InvalidTarget",
             )
         watts = limits.clamp(wanted)
-        clamped = abs(watts - wanted) > _WATT_TOLERANCE
-        note = f"target {wanted:g} W clamped to {watts:g} W" if clamped else ""
+        notes = [f"target {wanted:g} W clamped to {watts:g} W"] if abs(watts - wanted) > _WATT_TOLERANCE else []
+        clocks: tuple[int, int] | None = None
+        if target.locked_clocks_mhz is not None:
+            asked = (target.locked_clocks_mhz.min_mhz, target.locked_clocks_mhz.max_mhz)
+            clocks = _clamp_clocks(asked, self.clock_range_of(device))
+            if clocks != asked:
+                notes.append(f"clock lock {asked[0]}-{asked[1]} MHz clamped to {clocks[0]}-{clocks[1]} MHz")
         kind: Literal["apply", "dry_run"] = "dry_run" if target.dry_run or self.dry_run else "apply"
-        return _Intent(kind, watts, target, note=note, reason="Clamped" if clamped else "")
+        return _Intent(
+            kind, watts, target, note="; ".join(notes), reason="Clamped" if notes else "", locked_clocks_mhz=clocks
+        )
 
-    def _decide_budget(self, intents: Mapping[str, _Intent], budget_watts: float | None) -> BudgetDecision:
+    def _decide_budget(
+        self, intents: Mapping[str, _Intent], budget_watts: float | None, priorities: Mapping[str, int]
+    ) -> BudgetDecision:
         gpus: list[BudgetGpu] = []
         for device in self._devices:
             uuid = device.identity.uuid
@@ -247,7 +270,7 @@ class NodeEngine:
                     power_watts=reading.power_watts,
                     min_watts=self._constraints[uuid].min_watts,
                     ceiling_watts=intent.ceiling_watts,
-                    priority=intent.target.priority if intent.target else 0,
+                    priority=priorities.get(uuid, intent.target.priority if intent.target else 0),
                     controllable=steerable and self._unwritable.get(uuid, 0) <= self._tick,
                 )
             )
@@ -313,7 +336,7 @@ class NodeEngine:
                 message=f"dry run: would set {watts:g} W; {budget_note}",
                 reason="NodeBudget",
             )
-        clocks = self._clocks_for(device, reading, intent.target)
+        clocks = self._clocks_for(device, reading, intent)
         self._write(device, reading, watts, clocks)
         return GpuOutcome(
             state="Applied",
@@ -323,10 +346,10 @@ class NodeEngine:
             reason="NodeBudget" if budget_limit is not None else intent.reason,
         )
 
-    def _clocks_for(self, device: GpuDevice, reading: GpuReading, target: GpuTarget | None) -> tuple[int, int] | None:
+    def _clocks_for(self, device: GpuDevice, reading: GpuReading, intent: _Intent) -> tuple[int, int] | None:
         journaled = self.journal.get(device.identity.uuid)
-        if target is not None and target.locked_clocks_mhz is not None:
-            return (target.locked_clocks_mhz.min_mhz, target.locked_clocks_mhz.max_mhz)
+        if intent.locked_clocks_mhz is not None:
+            return intent.locked_clocks_mhz
         if journaled is not None:
             return journaled.locked_clocks_mhz  # a lock the plan no longer asks for goes back
         return reading.locked_clocks_mhz  # never touch a lock wattplane did not set
@@ -413,6 +436,14 @@ def _as_gpu_error(exc: Exception, device: GpuDevice) -> GpuError:
         return exc
     logger.error("GPU %s: unexpected %r from the backend", device.identity.uuid, exc, exc_info=exc)
     return GpuDriverError(f"unexpected {exc.__class__.__name__} from the backend: {exc}")
+
+
+def _clamp_clocks(asked: tuple[int, int], supported: tuple[int, int] | None) -> tuple[int, int]:
+    """``asked`` forced into ``supported`` bound by bound (a range beyond the top locks at the top)."""
+    if supported is None:
+        return asked
+    low, high = supported
+    return (min(high, max(low, asked[0])), min(high, max(low, asked[1])))
 
 
 def _prior_of(reading: GpuReading) -> PriorState:

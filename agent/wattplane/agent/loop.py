@@ -43,6 +43,8 @@ AssignmentSource = Callable[[], Awaitable[PodAssignment]]
 
 #: A pod that stopped holding GPUs keeps its final energy total in status this long, seconds.
 POD_ENERGY_RETENTION_S = 900.0
+#: The same pod-attribution failure is logged at most this often, seconds (status always says it).
+ATTRIBUTION_LOG_EVERY_S = 60.0
 
 
 def budget_params(settings: AgentSettings) -> BudgetParams:
@@ -88,6 +90,9 @@ class AgentLoop:
         self._last_pod_sync = -1e9
         self._synced_once = False
         self._last_tick_done: float | None = None
+        self._attribution_problem: str | None = None
+        self._attribution_failures = 0
+        self._attribution_logged: tuple[str, float] | None = None
         self._tick_problem: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -178,7 +183,12 @@ class AgentLoop:
         self._drive_simulated_load()
         now = datetime.now(UTC)
         expired = plan_expired(self.spec.issued_at, self.spec.ttl_seconds, now)
-        self.engine.reconcile(self.spec.gpus, expired=expired, node_budget_watts=self.spec.node_budget_watts)
+        self.engine.reconcile(
+            self.spec.gpus,
+            expired=expired,
+            node_budget_watts=self.spec.node_budget_watts,
+            budget_priorities={p.uuid: p.priority for p in self.spec.budget_priorities or ()},
+        )
         if background_status:
             self._report()
         else:
@@ -187,10 +197,36 @@ class AgentLoop:
     async def _sync_assignment(self, loop_time: float) -> None:
         try:
             self._assignment = await self._assignment_source()
-            self._last_pod_sync = loop_time
-            self._synced_once = True
         except Exception as exc:  # attribution trouble must not stop power control
-            logger.warning("pod attribution failed: %s", exc)
+            self._attribution_failed(exc, loop_time)
+            return
+        self._last_pod_sync = loop_time
+        self._synced_once = True
+        if self._attribution_problem is not None:
+            logger.info("pod attribution works again after %d failed attempt(s)", self._attribution_failures)
+        self._attribution_problem, self._attribution_failures, self._attribution_logged = None, 0, None
+
+    def _attribution_failed(self, exc: Exception, loop_time: float) -> None:
+        """Record why pods cannot be attributed (status reports it); log it once, then at most once a minute.
+
+        Attempts repeat every tick until one works, so logging each would flood the log with the same line.
+        """
+        reason = str(getattr(exc, "reason", "") or exc.__class__.__name__)
+        self._attribution_problem = f"pod attribution failed ({reason}): {exc}"[:500]
+        self._attribution_failures += 1
+        last = self._attribution_logged
+        if last is not None and last[0] == self._attribution_problem and loop_time - last[1] < ATTRIBUTION_LOG_EVERY_S:
+            return
+        if last is None:
+            logger.warning(
+                "%s; power control goes on, GPUs are reported without pods until it works"
+                " (condition PodsAttributed=False; the same failure is logged again at most every %.0f s)",
+                self._attribution_problem,
+                ATTRIBUTION_LOG_EVERY_S,
+            )
+        else:
+            logger.warning("%s (%d attempts failed so far)", self._attribution_problem, self._attribution_failures)
+        self._attribution_logged = (self._attribution_problem, loop_time)
 
     def _refresh_assignment(self, loop_time: float) -> None:
         """Refresh the pod ↔ GPU mapping beside the control loop (the API or kubelet may hang)."""
@@ -223,6 +259,7 @@ class AgentLoop:
             apply=self.engine.stats,
             loop=self.stats,
             budget=self.engine.budget,
+            gpu_uuids=tuple(d.identity.uuid for d in self.engine.devices),
         )
 
     def health(self) -> tuple[bool, str]:
@@ -263,6 +300,8 @@ class AgentLoop:
             plan_generation=self.spec.plan_generation,
             previous_conditions=self._conditions,
             problems=problems,
+            attribution_problem=self._attribution_problem,
+            attributes_pods=True,
             now=now,
             last_good=self.engine.last_good,
             budget=self.engine.budget,

@@ -2,24 +2,34 @@
 
 Nothing is computed for a scrape: the collector reads the status the last tick built, the plan, and
 the engine's and loop's counters. Names carry base units (``_watts``, ``_joules_total``, ``_hertz``,
-``_celsius``, ``_ratio``, ``_seconds``); labels match dcgm-exporter's where they overlap (``gpu``,
-``UUID``, ``modelName``, ``Hostname``, and ``namespace``/``pod``/``container``), so dashboards can
-join the two. A GPU that could not be read in the last tick exports no measurements (no stale
-values dressed as fresh), only its state.
+``_celsius``, ``_ratio``, ``_seconds``). Label names are Prometheus' snake_case (``gpu``, ``uuid``,
+``model_name``, ``hostname``, ``namespace``/``pod``/``container``): dcgm-exporter's camelCase
+``UUID``/``modelName``/``Hostname`` carry the same values, so the two join after a ``label_replace``
+(docs/operations.md shows the query). A GPU that could not be read in the last tick exports no
+measurements (no stale values dressed as fresh), only its state.
+
+Series that alerts depend on exist from the first scrape, so ``increase()`` and comparisons see the
+first event instead of a series appearing already at 1: ``wattplane_agent_apply_errors_total`` has a
+zero for every GPU and error reason; ``wattplane_node_power_budget_watts`` is NaN while the plan sets
+no budget (every comparison with it is false, so "power above budget" alerts stay quiet) and
+``wattplane_node_power_budget_set`` says whether one is set (0/1).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from wattplane.agent.gpu.errors import ERROR_REASONS
 from wattplane.agent.stats import AgentSnapshot, LatencyHistogram
 from wattplane.agent.status import THROTTLE_BITS
 from wattplane.api.v1alpha1.gpunode import GpuNodeStatus, GpuStatus
 
-GPU_LABELS = ["gpu", "UUID", "modelName", "Hostname"]
+GPU_LABELS = ["gpu", "uuid", "model_name", "hostname"]
 GPU_STATES = ("Default", "Applied", "DryRun", "Error")
+HOST_LABELS = ["hostname"]
 
 
 class AgentCollector(Collector):
@@ -59,7 +69,7 @@ class AgentCollector(Collector):
         pod_energy = CounterMetricFamily(
             "wattplane_pod_gpu_energy_joules",
             "GPU energy attributed to a pod's container, joules.",
-            labels=["namespace", "pod", "container", "Hostname"],
+            labels=["namespace", "pod", "container", "hostname"],
         )
         for gpu in status.gpus if status is not None else ():
             labels = [str(gpu.index), gpu.uuid, gpu.model, self._hostname]
@@ -79,33 +89,39 @@ class AgentCollector(Collector):
     def _node_families(self, snap: AgentSnapshot) -> Iterator[Metric]:
         host = [self._hostname]
         budget = GaugeMetricFamily(
-            "wattplane_node_power_budget_watts", "Node GPU power budget in the plan, watts.", labels=["Hostname"]
+            "wattplane_node_power_budget_watts", "Node GPU power budget in the plan, watts.", labels=HOST_LABELS
         )
-        if snap.spec.node_budget_watts is not None:
-            budget.add_metric(host, snap.spec.node_budget_watts)
+        budget_set = GaugeMetricFamily(
+            "wattplane_node_power_budget_set",
+            "1 when the plan sets a node GPU power budget, 0 when not (the budget gauge is then NaN).",
+            labels=HOST_LABELS,
+        )
+        watts = snap.spec.node_budget_watts
+        budget.add_metric(host, math.nan if watts is None else watts)
+        budget_set.add_metric(host, 0.0 if watts is None else 1.0)
         node_power = GaugeMetricFamily(
-            "wattplane_node_gpu_power_watts", "Measured power of the node's GPUs, watts.", labels=["Hostname"]
+            "wattplane_node_gpu_power_watts", "Measured power of the node's GPUs, watts.", labels=HOST_LABELS
         )
         if snap.status is not None:
             node_power.add_metric(host, snap.status.node_power_watts)
         limited = GaugeMetricFamily(
             "wattplane_node_budget_limited_gpus",
-            "GPUs held below their target by the node budget.",
-            labels=["Hostname"],
+            "GPUs held below their target by the node budget (0 without a budget).",
+            labels=HOST_LABELS,
         )
         feasible = GaugeMetricFamily(
             "wattplane_node_budget_feasible",
-            "1 when the budget can be met, 0 when not even every GPU at its minimum meets it.",
-            labels=["Hostname"],
+            "1 when the budget can be met (or none is set), 0 when not even every GPU at its minimum meets it.",
+            labels=HOST_LABELS,
         )
-        if snap.budget is not None and snap.budget.budget_watts is not None:
-            limited.add_metric(host, len(snap.budget.limits))
-            feasible.add_metric(host, 1.0 if snap.budget.feasible else 0.0)
+        decision = snap.budget if snap.budget is not None and snap.budget.budget_watts is not None else None
+        limited.add_metric(host, 0.0 if decision is None else len(decision.limits))
+        feasible.add_metric(host, 1.0 if decision is None or decision.feasible else 0.0)
         cuts = CounterMetricFamily(
-            "wattplane_node_budget_cuts", "Ticks in which the node budget lowered limits.", labels=["Hostname"]
+            "wattplane_node_budget_cuts", "Ticks in which the node budget lowered limits.", labels=HOST_LABELS
         )
         cuts.add_metric(host, snap.apply.budget_cuts)
-        yield from (budget, node_power, limited, feasible, cuts)
+        yield from (budget, budget_set, node_power, limited, feasible, cuts)
 
     def _agent_families(self, snap: AgentSnapshot) -> Iterator[Metric]:
         stats = snap.apply
@@ -114,9 +130,13 @@ class AgentCollector(Collector):
         errors = CounterMetricFamily(
             "wattplane_agent_apply_errors",
             "Device operations that failed, by GPU and reason.",
-            labels=["UUID", "Hostname", "reason"],
+            labels=["uuid", "hostname", "reason"],
         )
-        for (uuid, reason), count in sorted(stats.errors_by_gpu.items()):
+        counted: dict[tuple[str, str], int] = {
+            (uuid, reason): 0 for uuid in _gpu_uuids(snap) for reason in ERROR_REASONS
+        }
+        counted.update(stats.errors_by_gpu)
+        for (uuid, reason), count in sorted(counted.items()):
             errors.add_metric([uuid, self._hostname, reason], count)
         restores = CounterMetricFamily("wattplane_agent_restores", "GPUs put back to their journaled prior state.")
         restores.add_metric([], stats.restores)
@@ -163,6 +183,13 @@ def _measurements(
     active = set(gpu.throttle_reasons)
     for reason in THROTTLE_BITS.values():  # every reason, 0 or 1: absent series break rate() and alerts
         throttle.add_metric([*labels, reason], 1.0 if reason in active else 0.0)
+
+
+def _gpu_uuids(snap: AgentSnapshot) -> list[str]:
+    """Every GPU the agent manages: from the backend, else from the last status."""
+    if snap.gpu_uuids:
+        return list(snap.gpu_uuids)
+    return [gpu.uuid for gpu in snap.status.gpus] if snap.status is not None else []
 
 
 def _histogram(name: str, doc: str, hist: LatencyHistogram) -> HistogramMetricFamily:

@@ -1,4 +1,9 @@
-"""Agent settings, from the environment (``WATTPLANE_AGENT_*``; ``NODE_NAME`` from the downward API)."""
+"""Agent settings, from the environment (``WATTPLANE_AGENT_*``; ``NODE_NAME`` from the downward API).
+
+Each field's docstring is its description: ``wattplane-agent --help`` and ``docs/settings.md`` are
+rendered from this model (:mod:`wattplane.api.settingsdoc`), and :data:`FLAGS` says which settings
+also have a command-line flag.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class AgentSettings(BaseSettings):
     """Everything the agent can be told. Units are in the names."""
 
-    model_config = SettingsConfigDict(env_prefix="WATTPLANE_AGENT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="WATTPLANE_AGENT_", extra="ignore", use_attribute_docstrings=True)
 
     node_name: str = Field(default="", validation_alias=AliasChoices("WATTPLANE_AGENT_NODE_NAME", "NODE_NAME"))
     """The node this agent manages (the DaemonSet sets NODE_NAME from spec.nodeName)."""
@@ -30,8 +35,9 @@ class AgentSettings(BaseSettings):
     """Load of a simulated GPU that a pod holds (duty cycle for training, share of peak batch for inference)."""
     sim_profiles: Annotated[tuple[str, ...], NoDecode] = ()
     """Extra Zeus-format power traces for the sim backend, comma-separated: ``path`` or ``MODEL=path``."""
-    pod_mapper: Literal["podresources", "sim"] = "podresources"
-    """How GPUs are attributed to pods: the kubelet PodResources API, or the simulated mapper."""
+    pod_mapper: Literal["auto", "podresources", "sim"] = "auto"
+    """How GPUs are attributed to pods: the kubelet PodResources API, or the simulated mapper for simulated GPUs
+    (which no kubelet knows). ``auto``: ``podresources`` with the nvml backend, ``sim`` with the sim backend."""
     podresources_socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
     """The kubelet PodResources socket (mount its directory, not the socket)."""
     journal_path: Path = Path("/var/lib/wattplane/journal.json")
@@ -57,7 +63,21 @@ class AgentSettings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     """Address the metrics server binds."""
     kubeconfig: str | None = None
-    """Kubeconfig path when running outside a pod."""
+    """Kubeconfig path when running outside a pod (unset: the pod's service account, else the usual lookup)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        """Accept ``info`` as well as ``INFO``."""
+        return value.upper() if isinstance(value, str) else value
+
+    def effective_pod_mapper(self) -> Literal["podresources", "sim"]:
+        """The pod mapper in use: ``auto`` resolved by backend (simulated GPUs are unknown to the kubelet)."""
+        if self.pod_mapper == "auto":
+            return "sim" if self.backend == "sim" else "podresources"
+        return self.pod_mapper
 
     @field_validator("sim_profiles", mode="before")
     @classmethod
@@ -66,3 +86,14 @@ class AgentSettings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+
+#: Settings that also have a command-line flag (the flag wins over the environment).
+FLAGS: dict[str, str] = {
+    "node_name": "--node",
+    "backend": "--backend",
+    "pod_mapper": "--pod-mapper",
+    "metrics_port": "--metrics-port",
+    "kubeconfig": "--kubeconfig",
+    "log_level": "--log-level",
+}

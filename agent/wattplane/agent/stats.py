@@ -89,3 +89,5 @@ class AgentSnapshot:
     apply: ApplyStats
     loop: LoopStats | None = None
     budget: BudgetDecision | None = None
+    gpu_uuids: tuple[str, ...] = ()
+    """Every GPU the agent manages (per-GPU counters start at zero for each)."""

@@ -121,8 +121,16 @@ def build_status(
     budget: BudgetDecision | None = None,
     dry_run: bool = False,
     ledger_time: float = 0.0,
+    attribution_problem: str | None = None,
+    attributes_pods: bool = False,
 ) -> GpuNodeStatus:
-    """Assemble the status the agent writes to its GpuNode."""
+    """Assemble the status the agent writes to its GpuNode.
+
+    ``attribution_problem`` (why pods cannot be matched to GPUs, ``None`` when they can) makes Ready
+    false: policies select GPUs by their pods, so a node whose pods are unknown is not doing its job
+    even while every GPU answers. ``attributes_pods`` adds the ``PodsAttributed`` condition (the
+    agent's; a bare-metal ``wattplane run`` has no pods to attribute).
+    """
     gpus: list[GpuStatus] = []
     failing: list[str] = []
     for device in devices:
@@ -147,16 +155,27 @@ def build_status(
         assignment,
         now=ledger_time,
     )
+    all_problems = [*problems, *([attribution_problem] if attribution_problem else [])]
+    if failing:
+        ready_reason = "GpuErrors"
+    elif problems:
+        ready_reason = "AgentProblem"
+    elif attribution_problem:
+        ready_reason = "PodAttributionFailed"
+    else:
+        ready_reason = "AllGpusHealthy"
     conditions = set_condition(
         previous_conditions,
         Condition(
             type="Ready",
-            status="False" if failing or problems else "True",
-            reason="GpuErrors" if failing else ("AgentProblem" if problems else "AllGpusHealthy"),
-            message="; ".join([*failing, *problems])[:1000] or f"{len(gpus)} GPU(s) reporting",
+            status="False" if failing or all_problems else "True",
+            reason=ready_reason,
+            message="; ".join([*failing, *all_problems])[:1000] or f"{len(gpus)} GPU(s) reporting",
         ),
         now=now,
     )
+    if attributes_pods or attribution_problem:
+        conditions = set_condition(conditions, _attribution_condition(attribution_problem, assignment), now=now)
     node_power = round(sum(g.power_watts for g in gpus if not g.stale), 3)
     conditions = set_condition(conditions, budget_condition(budget, node_power, dry_run=dry_run), now=now)
     return GpuNodeStatus(
@@ -205,6 +224,14 @@ def _gpu_status(
         stale=stale,
         pods=list(assignment.get(ident.uuid, ())),
     )
+
+
+def _attribution_condition(problem: str | None, assignment: PodAssignment) -> Condition:
+    """``PodsAttributed``: whether the agent knows which pod holds which GPU."""
+    if problem:
+        return Condition(type="PodsAttributed", status="False", reason="PodAttributionFailed", message=problem)
+    held = sum(1 for pods in assignment.values() if pods)
+    return Condition(type="PodsAttributed", status="True", reason="Attributed", message=f"{held} GPU(s) held by pods")
 
 
 def budget_condition(budget: BudgetDecision | None, node_power_watts: float, *, dry_run: bool = False) -> Condition:

@@ -24,6 +24,17 @@ from wattplane.api.v1alpha1 import KINDS
 
 _DROP = {"title", "$defs"}
 
+# The envelope fields, described as Kubernetes' own types describe them, so `kubectl explain` leaves
+# no property of our kinds without a description (``metadata`` gets ObjectMeta's from the API server).
+_API_VERSION_DOC = (
+    "APIVersion defines the versioned schema of this representation of an object. Servers should convert"
+    " recognized schemas to the latest internal value, and may reject unrecognized values."
+)
+_KIND_DOC = (
+    "Kind is a string value representing the REST resource this object represents. Servers may infer this"
+    " from the endpoint the client submits requests to. Cannot be updated. In CamelCase."
+)
+
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
     """Recursively rewrite one JSON Schema node into Kubernetes structural form."""
@@ -75,21 +86,33 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def build_crd(
-    info: CrdInfo, spec_model: type[BaseModel], status_model: type[BaseModel], description: str
+    info: CrdInfo,
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    description: str,
+    *,
+    spec_required: bool = False,
 ) -> dict[str, Any]:
-    """The full ``apiextensions.k8s.io/v1`` CRD object for one kind."""
+    """The full ``apiextensions.k8s.io/v1`` CRD object for one kind.
+
+    ``spec_required``: the object model has no default ``spec`` (an object without one is refused,
+    as the model refuses it, instead of slipping past the spec's own rules).
+    """
     spec_schema = schema_of(spec_model)
     status_schema = schema_of(status_model)
     root = {
         "type": "object",
         "description": description,
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
+            "apiVersion": {"type": "string", "description": _API_VERSION_DOC},
+            "kind": {"type": "string", "description": _KIND_DOC},
+            # Nothing but the type: the API server refuses a CRD that says more about the root
+            # metadata, and publishes ObjectMeta's own schema and descriptions in its place.
             "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,
         },
+        **({"required": ["spec"]} if spec_required else {}),
     }
     columns = [
         {
@@ -144,7 +167,9 @@ def render_all() -> dict[str, str]:
     for module in KINDS:
         info, spec_model, status_model = _models_of(module)
         summary = (module.__doc__ or info.kind).strip().split("\n\n")[0].replace("\n", " ")
-        crd = build_crd(info, spec_model, status_model, summary)
+        whole: type[BaseModel] | None = getattr(module, info.kind, None)
+        spec_required = whole is not None and whole.model_fields["spec"].is_required()
+        crd = build_crd(info, spec_model, status_model, summary, spec_required=spec_required)
         files[f"{info.crd_name}.yaml"] = header + yaml.safe_dump(crd, sort_keys=False, width=100)
     return files
 

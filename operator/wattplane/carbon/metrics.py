@@ -7,7 +7,8 @@ current age and staleness, even when nobody called ``get`` for a while. Metric n
 * ``wattplane_grid_carbon_signal_age_seconds{source,zone,kind}`` — since the last good fetch.
 * ``wattplane_grid_carbon_signal_stale{source,zone,kind}`` — 1 when older than the staleness bound.
 * ``wattplane_grid_carbon_signal_index_percent{source,zone}`` — WattTime ``signal-index`` (0-100).
-* ``wattplane_carbon_fetch_errors_total{source,zone,reason}`` — failed fetches by reason.
+* ``wattplane_carbon_fetch_errors_total{source,zone,reason}`` — failed fetches by reason (every reason
+  starts at 0, so ``increase()`` sees the first failure).
 * ``wattplane_carbon_fetches_total{source,zone}`` — fetches attempted.
 """
 
@@ -17,7 +18,16 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from wattplane.carbon.service import CarbonService
+from wattplane.carbon.errors import CarbonError
+from wattplane.carbon.service import INTERNAL_ERROR, CarbonService
+
+
+def _reasons(cls: type[CarbonError]) -> list[str]:
+    return [cls.reason, *(r for sub in cls.__subclasses__() for r in _reasons(sub))]
+
+
+#: Every reason a fetch can fail with (the error classes' and the service's own), each exported from the start.
+FETCH_ERROR_REASONS: tuple[str, ...] = tuple(sorted({*_reasons(CarbonError), INTERNAL_ERROR}))
 
 
 class CarbonCollector(Collector):
@@ -67,7 +77,9 @@ class CarbonCollector(Collector):
             if state.age_seconds is not None:
                 age.add_metric(values, state.age_seconds)
             stale.add_metric(values, 0.0 if state.fresh else 1.0)
-            for reason, count in sorted(state.errors_total.items()):
+            counts = dict.fromkeys(FETCH_ERROR_REASONS, 0)
+            counts.update(state.errors_total)
+            for reason, count in sorted(counts.items()):
                 errors.add_metric([state.source, state.zone, reason], float(count))
             fetches.add_metric([state.source, state.zone], float(state.fetches_total))
         yield from (intensity, age, stale, index, errors, fetches)

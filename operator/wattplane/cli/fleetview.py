@@ -10,15 +10,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+from wattplane.api.annotations import PodIntent, parse_pod_annotations
 from wattplane.api.v1alpha1 import energypolicy, gpunode
-from wattplane.api.v1alpha1.energypolicy import EnergyPolicy
-from wattplane.api.v1alpha1.gpunode import GpuNode
+from wattplane.api.v1alpha1.energypolicy import ENFORCING_SECTIONS, EnergyPolicy, EnergyPolicySpec, EnergyPolicyStatus
+from wattplane.api.v1alpha1.gpunode import GpuNode, GpuStatus, GpuTarget
 from wattplane.kube.client import api_client
+from wattplane.operator.views import pod_view, policy_parse
+from wattplane.planner.selection import rank_key, selects, sets_pod_limits
+from wattplane.planner.snapshot import PodView, PolicyView
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
@@ -55,9 +61,17 @@ def render_status(nodes: Sequence[GpuNode], policies: Sequence[EnergyPolicy]) ->
                 n.status.heartbeat.isoformat(timespec="seconds") if n.status.heartbeat else "-",
             ]
         )
+    measured = measured_by_policy(nodes)
     policy_rows = [["POLICY", "PRIO", "PODS", "JOBS", "GPUS", "ALLOC W", "MEAS W", "CARBON", "READY", "DEGRADED"]]
+    unsettled = False
     for p in sorted(policies, key=lambda x: x.name):
         st = p.status
+        meas = measured.get(p.name)
+        if meas is None:
+            meas_text = f"{st.measured_watts:.0f}"
+        else:
+            meas_text = f"{meas.watts:.0f}" + ("*" if meas.unsettled else "")
+            unsettled = unsettled or meas.unsettled
         carbon = "-"
         if st.carbon is not None and st.carbon.intensity is not None:
             carbon = f"{st.carbon.intensity:.0f} g/kWh{' (stale)' if st.carbon.stale else ''}"
@@ -69,24 +83,208 @@ def render_status(nodes: Sequence[GpuNode], policies: Sequence[EnergyPolicy]) ->
                 str(st.matched_jobs),
                 str(st.matched_gpus),
                 f"{st.allocated_watts:.0f}",
-                f"{st.measured_watts:.0f}",
+                meas_text,
                 carbon,
                 _condition(st.conditions, "Ready"),
                 _condition(st.conditions, "Degraded"),
             ]
         )
     summary = f"{len(nodes)} node(s), {total_gpus} GPU(s), {total_power:.0f} W measured, {len(policies)} policy(ies)"
-    return "\n\n".join([summary, _table(node_rows), _table(policy_rows)])
+    parts = [summary, _table(node_rows), _table(policy_rows)]
+    if unsettled:
+        parts.append(UNSETTLED_NOTE)
+    return "\n\n".join(parts)
 
 
-def render_explain(pod: Mapping[str, Any], node: GpuNode | None) -> str:
-    """Why ``pod``'s GPUs have the limits they have."""
+#: Footnote for a starred MEAS W.
+UNSETTLED_NOTE = (
+    "* measured before some of the policy's GPUs took their new limits (the agent has not applied the\n"
+    "  node's latest plan, or the GPU still reports its old limit or draws above the new one): a\n"
+    "  measurement above ALLOC W here is the previous limit, not a cap being exceeded; it settles\n"
+    "  within one agent report (about 10 s)"
+)
+
+#: Power a capped GPU may read above its limit before its measurement counts as older than the limit.
+_OVERSHOOT_W = 5.0
+
+
+@dataclass(frozen=True)
+class PolicyMeasurement:
+    """What a policy's GPUs draw now, from the agents' reports (fresher than the policy's status)."""
+
+    watts: float
+    #: Some GPU's measurement predates its current target (see :data:`UNSETTLED_NOTE`).
+    unsettled: bool
+
+
+def measured_by_policy(nodes: Sequence[GpuNode]) -> dict[str, PolicyMeasurement]:
+    """Power of the GPUs each policy targets, from ``GpuNode.status``, and whether it is settled.
+
+    A policy's ``measuredWatts`` is written with the other measurements, at most every 30 s, while
+    ``allocatedWatts`` changes at once: right after an apply the two disagree. The agents' reports are
+    at most ~10 s old, and say whether the plan was applied; a measurement is *unsettled* when the node
+    has not confirmed the plan generation, the GPU still reports a limit above its (non-dry-run)
+    target, or it draws clearly above the limit it reports (the average spans the change).
+    """
+    watts: dict[str, float] = {}
+    unsettled: dict[str, bool] = {}
+    for node in nodes:
+        by_uuid = {g.uuid: g for g in node.status.gpus}
+        behind = (node.status.observed_plan_generation or 0) < node.spec.plan_generation
+        for target in node.spec.gpus:
+            gpu = by_uuid.get(target.uuid)
+            if gpu is None or not target.policy:
+                continue
+            watts[target.policy] = watts.get(target.policy, 0.0) + gpu.power_watts
+            late = not target.dry_run and (
+                behind
+                or gpu.power_limit_watts > target.power_limit_watts + 0.5
+                or gpu.power_watts > gpu.power_limit_watts + _OVERSHOOT_W
+            )
+            unsettled[target.policy] = unsettled.get(target.policy, False) or late
+    return {name: PolicyMeasurement(round(w, 1), unsettled[name]) for name, w in watts.items()}
+
+
+#: What moves a GPU's limit, per binding section: the knobs a user can turn, and what moves by itself.
+_WHAT_CHANGES: dict[str, str] = {
+    "limits": "the policy's limits (maxWatts / maxFractionOfDefault): edit them to move the cap",
+    "efficiency": "the job's Zeus profile (efficiency.eta / maxSlowdown, or the pod's wattplane.io/max-slowdown); "
+    "it is measured again after efficiency.reprofileAfterSeconds",
+    "carbon": "the grid's carbon intensity through the policy's carbon.curve: a cleaner grid raises the limit",
+    "stragglers": "the job's slowest pod: the cap lifts step by step once this pod no longer outpaces it",
+    "budget": "the node's share of the budget: raise budget.watts, or lower other GPUs' draw; pods annotated "
+    "wattplane.io/priority: high or wattplane.io/workload: inference are cut last",
+}
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """Which policies select the pod, as the planner would rank them."""
+
+    governing: PolicyView | None
+    shadowed: tuple[PolicyView, ...]
+    observers: tuple[PolicyView, ...]
+    budgets: tuple[PolicyView, ...]
+    invalid: tuple[str, ...]
+    missing_opt_in: str | None
+
+
+def _select(
+    pod: PodView,
+    intent: PodIntent,
+    policies: Sequence[Mapping[str, Any]],
+    namespace_labels: Mapping[str, str],
+    node_labels: Mapping[str, str] | None,
+) -> _Selection:
+    parsed = [policy_parse(body) for body in policies]
+    views = [p.view for p in parsed if p.view is not None and not p.view.deleting]
+    invalid = tuple(sorted(p.name for p in parsed if p.view is None))
+    chosen = [v for v in views if selects(v, pod, namespace_labels, intent)]
+    contenders = sorted((v for v in chosen if sets_pod_limits(v.spec)), key=rank_key)
+    observers = tuple(v for v in sorted(chosen, key=rank_key) if not sets_pod_limits(v.spec) and v.spec.budget is None)
+    budgets = tuple(
+        v
+        for v in sorted(views, key=rank_key)
+        if v.spec.budget is not None
+        and node_labels is not None
+        and (v.spec.budget.node_selector is None or v.spec.budget.node_selector.matches(node_labels))
+    )
+    known = {p.name for p in parsed}
+    missing = intent.policy if intent.policy is not None and intent.policy not in known else None
+    return _Selection(
+        governing=contenders[0] if contenders else None,
+        shadowed=tuple(contenders[1:]),
+        observers=observers,
+        budgets=budgets[:1],  # a node belongs to the highest-ranked budget that covers it
+        invalid=invalid,
+        missing_opt_in=missing,
+    )
+
+
+def _policy_line(view: PolicyView) -> str:
+    sections = [s for s in ENFORCING_SECTIONS if getattr(view.spec, s) is not None]
+    dry = ", dry run" if view.spec.dry_run else ""
+    return f"{view.name} (priority {view.spec.priority}{dry}; {', '.join(sections) or 'no section'})"
+
+
+def _selection_lines(pod: PodView, intent: PodIntent, chosen: _Selection) -> list[str]:
+    lines: list[str] = []
+    if intent.opt_out:
+        lines.append(
+            "opted out (wattplane.io/opt-out: true): no policy governs this pod, its GPUs keep their prior settings;"
+            " remove the annotation to opt back in"
+        )
+    elif not pod.active:
+        lines.append(f"pod phase {pod.phase}: finished pods are not governed")
+    elif chosen.governing is not None:
+        how = "named in wattplane.io/policy" if intent.policy == chosen.governing.name else "its selector matches"
+        lines.append(f"governed by EnergyPolicy {_policy_line(chosen.governing)}: {how}")
+    else:
+        lines.append("no policy that sets limits selects this pod")
+    if chosen.shadowed and not intent.opt_out and pod.active:
+        lines.append(
+            "also selected by (lower-ranked, shadowed: they set nothing on this pod): "
+            + "; ".join(_policy_line(v) for v in chosen.shadowed)
+        )
+    if chosen.observers and not intent.opt_out and pod.active:
+        lines.append("observed by (dry run, no section): " + ", ".join(v.name for v in chosen.observers))
+    if chosen.budgets:
+        budget = chosen.budgets[0]
+        assert budget.spec.budget is not None
+        lines.append(f"node covered by the budget of EnergyPolicy {budget.name} ({budget.spec.budget.watts:g} W)")
+    if chosen.missing_opt_in is not None:
+        lines.append(f"wattplane.io/policy names {chosen.missing_opt_in!r}, but no such EnergyPolicy exists")
+    if chosen.invalid:
+        lines.append(
+            "EnergyPolicies with an invalid spec govern nothing (see their Ready condition): "
+            + ", ".join(chosen.invalid)
+        )
+    return lines
+
+
+def _target_lines(target: GpuTarget, gpu: GpuStatus) -> list[str]:
+    dry = " (dry run: planned, not applied; set dryRun: false to apply it)" if target.dry_run else ""
+    lines = [
+        f"  target {target.power_limit_watts:g} W{dry} from policy {target.policy or '-'}, job {target.job or '-'}",
+        f"  why: {target.reason}",
+    ]
+    if target.section is not None:
+        lines.append(f"  binding section: {target.section}")
+        lines.append(f"  what would change it: {_WHAT_CHANGES[target.section]}")
+    if "raised to the floor" in target.reason:
+        lines.append(
+            "  held up by the floor: limits.minWatts / minFractionOfDefault, or the pod's wattplane.io/min-power-watts"
+        )
+    if "device minimum" in target.reason or "device maximum" in target.reason:
+        c = gpu.constraints
+        lines.append(f"  clamped to the device's range {c.min_watts:g}-{c.max_watts:g} W: no policy can go beyond it")
+    return lines
+
+
+def render_explain(
+    pod: Mapping[str, Any],
+    node: GpuNode | None,
+    policies: Sequence[Mapping[str, Any]] = (),
+    namespace_labels: Mapping[str, str] | None = None,
+    node_labels: Mapping[str, str] | None = None,
+) -> str:
+    """Why ``pod``'s GPUs have the limits they have: who governs it, who else selects it, and what would change it.
+
+    Selection is worked out here with the planner's own rules from the policies, the pod and its
+    namespace's labels; the limits come from the node's plan (``GpuNode.spec``) and the agent's report.
+    """
     meta = pod.get("metadata", {})
-    name = f"{meta.get('namespace')}/{meta.get('name')}"
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("wattplane.io/")}
-    lines = [f"pod {name} on node {(pod.get('spec') or {}).get('nodeName') or '(not scheduled)'}"]
+    view = pod_view(pod)
+    name = f"{view.namespace}/{view.name}"
+    intent = parse_pod_annotations(view.annotations)
+    annotations = {k: v for k, v in view.annotations.items() if k.startswith("wattplane.io/")}
+    lines = [f"pod {name} on node {view.node or '(not scheduled)'}"]
     if annotations:
         lines.append("annotations: " + ", ".join(f"{k}={v}" for k, v in sorted(annotations.items())))
+    for problem in intent.problems:
+        lines.append(f"annotation problem: {problem}")
+    chosen = _select(view, intent, policies, namespace_labels or {}, node_labels)
+    lines += _selection_lines(view, intent, chosen)
     if node is None:
         lines.append("no GpuNode for this node: no wattplane agent runs there")
         return "\n".join(lines)
@@ -107,15 +305,19 @@ def render_explain(pod: Mapping[str, Any], node: GpuNode | None) -> str:
             f"drawing {g.power_watts:.0f} W, state {g.state}"
         )
         target = targets.get(g.uuid)
-        if target is None:
-            lines.append("  no target: no policy governs this GPU, it runs at its prior settings")
-        else:
-            dry = " (dry run: not applied)" if target.dry_run else ""
+        if target is not None:
+            lines += _target_lines(target, g)
+        elif intent.opt_out:
+            lines.append("  no target: the pod opted out, the GPU runs at its prior settings")
+        elif g.mig_enabled:
+            lines.append("  no target: MIG is on, and MIG boards are never capped per instance")
+        elif chosen.governing is not None:
             lines.append(
-                f"  target {target.power_limit_watts:g} W{dry} from policy {target.policy or '-'},"
-                f" job {target.job or '-'}"
+                f"  no target: policy {chosen.governing.name} governs the pod but set no limit here "
+                "(its sections need a signal or profile they lack: see its Ready/Degraded conditions)"
             )
-            lines.append(f"  why: {target.reason}")
+        else:
+            lines.append("  no target: no policy governs this GPU, it runs at its prior settings")
         if g.message:
             lines.append(f"  agent: {g.message}")
     if node.spec.node_budget_watts is not None:
@@ -124,6 +326,21 @@ def render_explain(pod: Mapping[str, Any], node: GpuNode | None) -> str:
             "the agent cuts lower-priority GPUs first when it is exceeded"
         )
     return "\n".join(lines)
+
+
+def policy_from_api(body: Mapping[str, Any]) -> EnergyPolicy:
+    """The policy; one whose spec the models refuse (stored before a rule existed) is still listed.
+
+    Its spec is left at the defaults and its status, written by the operator, shows ``InvalidSpec``.
+    """
+    try:
+        return EnergyPolicy.model_validate(body)
+    except ValidationError:
+        return EnergyPolicy.model_construct(
+            metadata=dict(body.get("metadata") or {}),
+            spec=EnergyPolicySpec.model_construct(),
+            status=EnergyPolicyStatus.model_validate(body.get("status") or {}),
+        )
 
 
 async def _fetch_status(kubeconfig: str | None) -> tuple[list[GpuNode], list[EnergyPolicy]]:
@@ -136,30 +353,56 @@ async def _fetch_status(kubeconfig: str | None) -> tuple[list[GpuNode], list[Ene
         )
         return (
             [GpuNode.model_validate(i) for i in g.get("items", [])],
-            [EnergyPolicy.model_validate(i) for i in e.get("items", [])],
+            [policy_from_api(i) for i in e.get("items", [])],
         )
     finally:
         await api.close()
 
 
-async def _fetch_explain(kubeconfig: str | None, namespace: str, name: str) -> tuple[dict[str, Any], GpuNode | None]:
+@dataclass(frozen=True)
+class _ExplainInputs:
+    pod: dict[str, Any]
+    node: GpuNode | None
+    policies: list[dict[str, Any]]
+    namespace_labels: dict[str, str]
+    node_labels: dict[str, str] | None
+
+
+async def _labels_or_none(read: Awaitable[Any]) -> dict[str, str] | None:
+    """An object's labels, or ``None`` when it is missing or the caller may not read it (explain goes on)."""
+    try:
+        obj = await read
+    except ApiException as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+    return dict(obj.metadata.labels or {})
+
+
+async def _fetch_explain(kubeconfig: str | None, namespace: str, name: str) -> _ExplainInputs:
     api = await api_client(kubeconfig)
     try:
         core = client.CoreV1Api(api)
-        pod = api.sanitize_for_serialization(await core.read_namespaced_pod(name, namespace))
-        node_name = (pod.get("spec") or {}).get("nodeName")
-        if not node_name:
-            return pod, None
         custom = client.CustomObjectsApi(api)
-        try:
-            body = await custom.get_cluster_custom_object(
-                gpunode.CRD.group, gpunode.CRD.version, gpunode.CRD.plural, node_name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return pod, None
-            raise
-        return pod, GpuNode.model_validate(body)
+        pod = api.sanitize_for_serialization(await core.read_namespaced_pod(name, namespace))
+        listed = await custom.list_cluster_custom_object(
+            energypolicy.CRD.group, energypolicy.CRD.version, energypolicy.CRD.plural
+        )
+        namespace_labels = await _labels_or_none(core.read_namespace(namespace)) or {}
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node: GpuNode | None = None
+        node_labels: dict[str, str] | None = None
+        if node_name:
+            node_labels = await _labels_or_none(core.read_node(node_name))
+            try:
+                body = await custom.get_cluster_custom_object(
+                    gpunode.CRD.group, gpunode.CRD.version, gpunode.CRD.plural, node_name
+                )
+                node = GpuNode.model_validate(body)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        return _ExplainInputs(pod, node, list(listed.get("items", [])), namespace_labels, node_labels)
     finally:
         await api.close()
 
@@ -187,11 +430,11 @@ def _explain(args: argparse.Namespace) -> int:
         print("usage: wattplane explain pod NAMESPACE/NAME")
         return 2
     try:
-        pod, node = asyncio.run(_fetch_explain(args.kubeconfig, namespace, name))
+        got = asyncio.run(_fetch_explain(args.kubeconfig, namespace, name))
     except ApiException as exc:
         print(f"cannot read pod {args.pod}: {exc.status} {exc.reason}")
         return 1
-    print(render_explain(pod, node))
+    print(render_explain(got.pod, got.node, got.policies, got.namespace_labels, got.node_labels))
     return 0
 
 

@@ -32,7 +32,10 @@ from wattplane.agent.journal import Journal
 from wattplane.agent.metrics import AgentCollector
 from wattplane.agent.stats import AgentSnapshot
 from wattplane.agent.status import PodEnergyLedger, build_status
+from wattplane.api.annotations import parse_pod_annotations
 from wattplane.api.conditions import Condition
+from wattplane.api.selectors import LabelSelector
+from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuNodeStatus, PodRef
 from wattplane.carbon.service import CarbonService
 from wattplane.operator.decisions import node_spec_update
@@ -40,6 +43,7 @@ from wattplane.operator.observe import JobObserver
 from wattplane.operator.signals import CarbonSignals
 from wattplane.planner.context import PlanContext
 from wattplane.planner.plan import plan
+from wattplane.planner.selection import selects, sets_pod_limits
 from wattplane.planner.snapshot import FleetSnapshot, PodView, PolicyView
 from wattplane.sim.planning import engine_gpu_view
 from wattplane.sim.scenario import load_policies
@@ -140,6 +144,72 @@ def snapshot_of(
     return FleetSnapshot(gpus=tuple(gpus), pods=pods, nodes=(node,), node_labels={node: {}})
 
 
+def _labels_for(selector: LabelSelector, labels: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Labels to add and label keys to drop so that ``selector`` matches (best effort: the caller checks)."""
+    add: dict[str, str] = {}
+    drop: list[str] = []
+    for key, value in selector.match_labels.items():
+        if labels.get(key) != value:
+            add[key] = value
+    for req in selector.match_expressions:
+        current = add.get(req.key, labels.get(req.key))
+        if req.operator == "In" and current not in req.values:
+            add[req.key] = req.values[0]
+        elif req.operator == "Exists" and current is None:
+            add[req.key] = "<any value>"
+        elif req.operator in ("NotIn", "DoesNotExist") and req.key in labels and not req.matches(labels):
+            drop.append(req.key)
+    return add, sorted(set(drop))
+
+
+def selection_warnings(
+    policies: Sequence[PolicyView], labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> list[str]:
+    """Why a policy would govern none of the local GPUs, and the flags that would change that.
+
+    Every local GPU stands for a pod carrying exactly the ``--label``/``--annotation`` flags, so a
+    policy selecting ``wattplane.io/workload: training`` caps nothing until that label is given:
+    without a word, the run looks like it works while it leaves every GPU alone.
+    """
+    intent = parse_pod_annotations(annotations)
+    pod = PodView(namespace=NAMESPACE, name="gpu-0", labels=dict(labels), annotations=dict(annotations))
+    out: list[str] = [f"--annotation: {problem}" for problem in intent.problems]
+    if intent.opt_out:
+        return [*out, "every local GPU is opted out (--annotation wattplane.io/opt-out=true): no policy touches them"]
+    for policy in policies:
+        spec = policy.spec
+        if (
+            spec.budget is not None
+            and spec.budget.node_selector is not None
+            and not spec.budget.node_selector.matches({})
+        ):
+            out.append(
+                f"policy {policy.name}: its budget.nodeSelector matches no node here (the local node has no "
+                "labels); drop the nodeSelector to budget this machine"
+            )
+        if not sets_pod_limits(spec) and spec.budget is not None:
+            continue
+        if selects(policy, pod, {}, intent):
+            continue
+        hints: list[str] = []
+        selector = spec.selector
+        if selector.namespace_selector is not None and not selector.namespace_selector.matches({}):
+            hints.append("its namespaceSelector can never match here (local GPUs have no namespace)")
+        elif selector.pod_selector is not None:
+            add, drop = _labels_for(selector.pod_selector, labels)
+            merged = {**{k: v for k, v in labels.items() if k not in drop}, **add}
+            if selector.pod_selector.matches(merged):
+                flags = [f"--label {k}={v}" for k, v in sorted(add.items())]
+                flags += [f"no --label {k}=..." for k in drop]
+                hints.append("give " + " ".join(flags) + " to match its podSelector")
+            else:
+                hints.append("no set of --label flags matches its podSelector")
+        hints.append(f"or opt the GPUs in by name with --annotation wattplane.io/policy={policy.name}")
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
+        out.append(f"policy {policy.name} selects none of the local GPUs (they carry {shown}): " + "; ".join(hints))
+    return out
+
+
 async def _no_secrets(namespace: str, name: str) -> Mapping[str, str]:
     raise LookupError(
         f"standalone mode reads no Secrets ({namespace}/{name}); drop credentialsSecretRef and set the "
@@ -166,10 +236,18 @@ class Standalone:
         self.signals = CarbonSignals(self.carbon, _no_secrets, default_namespace=NAMESPACE)
         self.observer = JobObserver()
         self.rounds = 0
+        #: Slowdown accounts of budgeted carbon jobs (kept in memory: a restart of `wattplane run` opens new ones).
+        self.carbon_budgets: dict[str, JobCarbonBudget] = {}
 
     def snapshot(self) -> AgentSnapshot:
         """For the metrics collector."""
-        return AgentSnapshot(status=self.status, spec=self.spec, apply=self.engine.stats, budget=self.engine.budget)
+        return AgentSnapshot(
+            status=self.status,
+            spec=self.spec,
+            apply=self.engine.stats,
+            budget=self.engine.budget,
+            gpu_uuids=tuple(d.identity.uuid for d in self.engine.devices),
+        )
 
     async def plan_round(self) -> None:
         """Plan, update the local spec, observe the jobs."""
@@ -182,14 +260,17 @@ class Standalone:
             profiles=self.observer.profiles,
             straggler_caps=self.observer.straggler_caps,
             previous_node_budgets={self.node: self.spec.node_budget_watts} if self.spec.node_budget_watts else {},
+            carbon_budgets=self.carbon_budgets,
         )
         result = plan(snapshot, self.policies, context)
+        self.carbon_budgets = dict(result.carbon_budgets)
         update = node_spec_update(
             self.spec,
             result.nodes.get(self.node, ()),
             now=now,
             ttl_seconds=PLAN_TTL_S,
             node_budget_watts=result.node_budgets.get(self.node),
+            budget_priorities=result.budget_priorities.get(self.node, ()),
         )
         if update is not None:
             self.spec = update
@@ -201,7 +282,11 @@ class Standalone:
 
     def tick(self) -> None:
         """One agent tick: reconcile the GPUs with the spec (and budget), refresh the status."""
-        self.engine.reconcile(self.spec.gpus, node_budget_watts=self.spec.node_budget_watts)
+        self.engine.reconcile(
+            self.spec.gpus,
+            node_budget_watts=self.spec.node_budget_watts,
+            budget_priorities={p.uuid: p.priority for p in self.spec.budget_priorities or ()},
+        )
         now = datetime.now(UTC)
         assignment = {
             d.identity.uuid: [PodRef(namespace=NAMESPACE, name=f"gpu-{d.identity.index}", uid=d.identity.uuid)]
@@ -269,6 +354,8 @@ async def amain(args: argparse.Namespace) -> int:
     policies: list[PolicyView] = []
     for path in args.policy:
         policies += load_policies(path.read_text(encoding="utf-8"), str(path))
+    for warning in selection_warnings(policies, _pairs(args.label, "label"), _pairs(args.annotation, "annotation")):
+        print(f"wattplane run: warning: {warning}", file=sys.stderr, flush=True)
     backend = make_backend(args)
     app = Standalone(args, policies, backend)
     registry = CollectorRegistry()

@@ -92,7 +92,12 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", type=duration, default=1.0, help="agent control-loop period (1s)")
     parser.add_argument("--budget-fraction", type=float, default=0.7, help="polca budget / nameplate (0.7)")
     parser.add_argument(
-        "--oracle-slowdown", type=float, default=0.025, help="carbon-oracle's per-job slowdown budget (0.025)"
+        "--slowdown-budget",
+        "--oracle-slowdown",
+        dest="slowdown_budget",
+        type=float,
+        default=0.025,
+        help="per-job slowdown budget of carbon-budget and the carbon/energy oracles (0.025)",
     )
 
 
@@ -174,7 +179,7 @@ def build_scenario(args: argparse.Namespace) -> Inputs:
         options=options,
         seed=args.seed,
         budget_fraction=args.budget_fraction,
-        oracle_slowdown=args.oracle_slowdown,
+        oracle_slowdown=args.slowdown_budget,
     )
     meta = {
         "fleet": args.fleet,

@@ -8,29 +8,55 @@ import logging
 import sys
 
 import kopf
-from wattplane.operator import handlers  # noqa: F401 - registers the kopf handlers
+from pydantic import ValidationError
+from wattplane.api.settingsdoc import add_flags, describe, flag_overrides, help_epilog, one_line
+from wattplane.operator import handlers
+from wattplane.operator.settings import FLAGS, OperatorSettings
+
+logger = logging.getLogger("wattplane.operator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: a flag for each setting in :data:`FLAGS`, every setting listed in ``--help``."""
+    docs = describe(OperatorSettings, FLAGS)
+    parser = argparse.ArgumentParser(
+        prog="wattplane-operator",
+        description=__doc__,
+        epilog=help_epilog(docs),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_flags(parser, docs, OperatorSettings)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the operator cluster-wide until SIGTERM."""
-    parser = argparse.ArgumentParser(prog="wattplane-operator", description=__doc__)
-    parser.add_argument(
-        "--peering",
-        default=None,
-        help="kopf peering name (needs kopf's peering CRDs); default: standalone, run exactly one replica",
-    )
-    parser.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
-    parser.add_argument("--log-level", default="INFO")
+    """Run the operator cluster-wide until SIGTERM (flags override ``WATTPLANE_OPERATOR_*``)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(
-        kopf.operator(
-            clusterwide=True,
-            standalone=args.peering is None,
-            peering_name=args.peering,
-            liveness_endpoint=args.liveness,
+    docs = describe(OperatorSettings, FLAGS)
+    try:
+        settings = OperatorSettings(**flag_overrides(args, docs))
+    except ValidationError as exc:
+        parser.error(one_line(exc, docs))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=True,
+                standalone=settings.peering is None,
+                peering_name=settings.peering,
+                liveness_endpoint=settings.liveness_endpoint,
+                memo=kopf.Memo(wattplane_settings=settings),
+            )
         )
-    )
+    except Exception as exc:  # a startup handler's permanent failure arrives wrapped by kopf
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, handlers.MetricsPortInUse):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        logger.error("%s", cause)
+        return 1
     return 0
 
 

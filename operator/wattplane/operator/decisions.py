@@ -6,18 +6,27 @@ touched to renew ``issuedAt`` before the agents' fail-safe TTL could fire.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from wattplane.api.conditions import Condition, set_condition
-from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus, JobProfile
-from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuTarget
+from wattplane.api.v1alpha1.energypolicy import (
+    SHADOWED_LISTED,
+    EnergyPolicyStatus,
+    JobCarbonBudget,
+    JobProfile,
+    ShadowedPod,
+)
+from wattplane.api.v1alpha1.gpunode import BudgetPriority, GpuNodeSpec, GpuTarget
 from wattplane.operator.views import PolicyParse
 from wattplane.planner.plan import PolicyReport
 
 #: A plan is renewed once a third of its TTL has passed, leaving two renewals' slack.
 RENEW_FRACTION = 1 / 3
+#: Shadowed pods an event names (events stay short; status lists more, the count covers all).
+SHADOWED_IN_EVENT = 10
 
 
 def node_spec_update(
@@ -27,11 +36,17 @@ def node_spec_update(
     now: datetime,
     ttl_seconds: int,
     node_budget_watts: float | None = None,
+    budget_priorities: Sequence[BudgetPriority] = (),
 ) -> GpuNodeSpec | None:
     """The spec to write for a node, or ``None`` when the current one stands."""
-    budget = round(node_budget_watts, 1) if node_budget_watts is not None else None
+    # To the 0.1 W, rounded down: the shares of a budget must not add up to more than the budget
+    # (a share is positive, so the smallest is 0.1 W).
+    budget = None if node_budget_watts is None else max(0.1, math.floor(node_budget_watts * 10.0 + 1e-6) / 10.0)
     changed = (
-        list(targets) != list(current.gpus) or current.ttl_seconds != ttl_seconds or current.node_budget_watts != budget
+        list(targets) != list(current.gpus)
+        or current.ttl_seconds != ttl_seconds
+        or current.node_budget_watts != budget
+        or list(budget_priorities) != list(current.budget_priorities or ())
     )
     if changed:
         return GpuNodeSpec(
@@ -39,6 +54,7 @@ def node_spec_update(
             issued_at=now,
             ttl_seconds=ttl_seconds,
             node_budget_watts=budget,
+            budget_priorities=list(budget_priorities) or None,
             gpus=list(targets),
         )
     renew_after = timedelta(seconds=ttl_seconds * RENEW_FRACTION)
@@ -55,13 +71,15 @@ def policy_status(
     *,
     now: datetime,
     profiles: Sequence[JobProfile] = (),
+    carbon_budgets: Sequence[JobCarbonBudget] = (),
     energy_joules: float | None = None,
     carbon_grams: float | None = None,
 ) -> EnergyPolicyStatus:
     """The status an EnergyPolicy should show after this round.
 
-    ``profiles`` are the policy's Zeus profiles (kept in status so a restarted operator resumes
-    them); ``energy_joules``/``carbon_grams`` its running totals (``None``: keep what status has).
+    ``profiles`` are the policy's Zeus profiles and ``carbon_budgets`` its jobs' slowdown accounts (kept
+    in status so a restarted operator resumes them); ``energy_joules``/``carbon_grams`` its running
+    totals (``None``: keep what status has).
     """
     previous = EnergyPolicyStatus.model_validate(parsed.status or {})
     conditions = list(previous.conditions)
@@ -136,12 +154,37 @@ def policy_status(
         allocated_watts=report.allocated_watts,
         measured_watts=round(report.measured_watts),
         pods=list(report.pods[:200]),
+        shadowed_pods=len(report.shadowed_by),
+        shadowed=[ShadowedPod(pod=p, governed_by=w) for p, w in report.shadowed_by[:SHADOWED_LISTED]],
         carbon=report.carbon,
         budget=report.budget,
         profiles=list(profiles)[:500],
+        carbon_budgets=list(carbon_budgets)[:500],
         energy_joules=round(energy_joules if energy_joules is not None else previous.energy_joules, 1),
         carbon_grams=round(carbon_grams if carbon_grams is not None else previous.carbon_grams, 3),
     )
+
+
+def shadow_event(
+    previous: Sequence[tuple[str, str]], current: Sequence[tuple[str, str]]
+) -> tuple[str, str, str] | None:
+    """``(reason, message, type)`` of the event to post on a policy whose shadowed pods changed, if any.
+
+    A policy losing pods to a higher-ranked one is easy to miss (its conditions stay Ready), so every
+    change of *which* pods it lost, or to whom, is a Warning naming them; losing none any more is a
+    Normal event.
+    """
+    if tuple(previous) == tuple(current):
+        return None
+    if not current:
+        return "PodsNoLongerShadowed", "no selected pod is governed by another policy any more", "Normal"
+    named = ", ".join(f"{pod} (governed by {winner})" for pod, winner in current[:SHADOWED_IN_EVENT])
+    more = f" and {len(current) - SHADOWED_IN_EVENT} more" if len(current) > SHADOWED_IN_EVENT else ""
+    message = (
+        f"{len(current)} pod(s) this policy selects are governed by a higher-ranked policy, which sets "
+        f"their limits instead: {named}{more}"
+    )
+    return "PodsShadowed", message, "Warning"
 
 
 def _condition(

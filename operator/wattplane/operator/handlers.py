@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from typing import Any
 
@@ -30,10 +31,15 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 GN = (gpunode.CRD.group, gpunode.CRD.version, gpunode.CRD.plural)
 
 
+class MetricsPortInUse(kopf.PermanentError):
+    """The metrics port is taken: retrying will not help, the operator stops with this message."""
+
+
 @kopf.on.startup()
 async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
     """Build the shared state and client, tune kopf, start the planning loop."""
-    ours = OperatorSettings()
+    given = memo.get("wattplane_settings")  # set by wattplane-operator (flags applied); else the environment
+    ours = given if isinstance(given, OperatorSettings) else OperatorSettings()
     settings.watching.server_timeout = 300  # re-establish watches regularly (kopf#204, #698)
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
@@ -47,9 +53,17 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logg
     memo.reconciler = Reconciler(ours, memo.state, memo.api, signals=signals, observer=memo.observer)
     memo.metrics = None
     if ours.metrics_port:
-        memo.metrics = await serve_metrics(
-            registry_for(memo.reconciler, memo.carbon), ours.metrics_host, ours.metrics_port
-        )
+        try:
+            memo.metrics = await serve_metrics(
+                registry_for(memo.reconciler, memo.carbon), ours.metrics_host, ours.metrics_port
+            )
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise MetricsPortInUse(
+                f"metrics port {ours.metrics_port} on {ours.metrics_host} is already in use: set "
+                "WATTPLANE_OPERATOR_METRICS_PORT (or --metrics-port) to a free port, or 0 to turn metrics off"
+            ) from None
     memo.tasks = [
         asyncio.create_task(memo.reconciler.run(), name="planning-loop"),
         asyncio.create_task(memo.reconciler.run_signals(), name="carbon-feed"),

@@ -173,6 +173,11 @@ class JobObserver:
         ]
         if slowdowns:  # the pod's own tolerance, if it states one, is the one that counts
             spec = spec.model_copy(update={"max_slowdown": min(slowdowns)})
+        carbon = policy.spec.carbon
+        if carbon is not None and carbon.mode == "Budgeted":
+            # The sweep only measures what the budget can use: limits down to twice the slowdown budget.
+            budget = min(slowdowns) if slowdowns else carbon.max_slowdown
+            spec = spec.model_copy(update={"early_stop_fraction": max(spec.early_stop_fraction, 1 / (1 + 2 * budget))})
         self.profiles[key] = advance(
             profile,
             job=job.id,

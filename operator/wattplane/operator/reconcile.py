@@ -17,9 +17,9 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from wattplane.api.v1alpha1 import energypolicy, gpunode
-from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus
+from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus, JobCarbonBudget
 from wattplane.operator.accounting import PolicyAccounting
-from wattplane.operator.decisions import node_spec_update, policy_status, status_material
+from wattplane.operator.decisions import node_spec_update, policy_status, shadow_event, status_material
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.settings import OperatorSettings
 from wattplane.operator.signals import CarbonSignals
@@ -48,6 +48,8 @@ class Reconciler:
         self.signals = signals
         self.observer = observer
         self.accounting = PolicyAccounting()
+        #: Slowdown accounts of budgeted carbon jobs, by job (the last plan's; seeded from status).
+        self.carbon_budgets: dict[str, JobCarbonBudget] = {}
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._dirty = asyncio.Event()
@@ -58,6 +60,7 @@ class Reconciler:
         self.last_round_seconds = 0.0
         self._written_status: dict[str, tuple[Mapping[str, Any], float, dict[str, Any]]] = {}
         self._warned_pods: dict[PodKey, tuple[str, ...]] = {}
+        self._shadow_told: dict[str, tuple[tuple[str, str], ...]] = {}
         self.last_plan: Plan | None = None
         self.api_writes = 0
 
@@ -127,6 +130,8 @@ class Reconciler:
                 continue
             self.accounting.seed(name, status.energy_joules, status.carbon_grams)
             self.observer.seed(status.profiles)
+            for account in status.carbon_budgets:
+                self.carbon_budgets.setdefault(account.job, account)
 
     async def run_round(self) -> Plan:
         """One planning round with its writes."""
@@ -145,9 +150,13 @@ class Reconciler:
             previous_node_budgets={
                 n: r.spec.node_budget_watts for n, r in self.state.nodes.items() if r.spec.node_budget_watts is not None
             },
+            budget_rebalances=self.last_plan.budget_rebalances if self.last_plan is not None else {},
+            budget_interval_s=self.settings.resync_interval_s,
+            carbon_budgets=self.carbon_budgets,
         )
         result = plan(snapshot, views, context)
         self.last_plan = result
+        self.carbon_budgets = dict(result.carbon_budgets)
         for node, targets in result.nodes.items():
             record = self.state.nodes.get(node)
             if record is None:
@@ -158,6 +167,7 @@ class Reconciler:
                 now=now,
                 ttl_seconds=self.settings.plan_ttl_s,
                 node_budget_watts=result.node_budgets.get(node),
+                budget_priorities=result.budget_priorities.get(node, ()),
             )
             if update is not None:
                 await self._patch_node_spec(node, update.to_wire())
@@ -173,22 +183,27 @@ class Reconciler:
                 result.policies.get(name),
                 now=now,
                 profiles=self.observer.profiles_of(name, result),
+                carbon_budgets=_accounts_of(name, result),
                 energy_joules=totals.energy_joules if totals is not None else None,
                 carbon_grams=totals.carbon_grams if totals is not None else None,
             ).to_wire()
             await self._maybe_patch_policy_status(name, status)
+        await self._tell_shadowed(result)
         await self._warn_pods(result)
         await self.observer.observe(result, snapshot, {v.name: v for v in views}, now)
         return result
 
     async def _patch_node_spec(self, node: str, spec: dict[str, Any]) -> None:
+        # A merge patch keeps what it leaves out: a field that went away (the node budget of a node
+        # that left its budget) is sent as null, or the agent would go on enforcing the old value.
+        cleared: dict[str, Any] = {f.alias or name: None for name, f in gpunode.GpuNodeSpec.model_fields.items()}
         try:
             await self._custom.patch_cluster_custom_object(
                 gpunode.CRD.group,
                 gpunode.CRD.version,
                 gpunode.CRD.plural,
                 node,
-                {"spec": spec},
+                {"spec": cleared | spec},
                 _content_type="application/merge-patch+json",
             )
             self.api_writes += 1
@@ -221,6 +236,32 @@ class Reconciler:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def _tell_shadowed(self, result: Plan) -> None:
+        """An event on each policy whose lost pods (or the policies that took them) changed."""
+        for name in set(self._shadow_told) - set(result.policies):
+            del self._shadow_told[name]
+        for name, report in result.policies.items():
+            parsed = self.state.policies.get(name)
+            if parsed is None:
+                continue
+            event = shadow_event(self._shadow_told.get(name, ()), report.shadowed_by)
+            self._shadow_told[name] = report.shadowed_by
+            if event is None:
+                continue
+            reason, message, type_ = event
+            await self.post_event(
+                namespace="default",  # cluster-scoped objects' events live in "default" (kubectl describe finds them)
+                involved={
+                    "apiVersion": energypolicy.CRD.api_version,
+                    "kind": energypolicy.CRD.kind,
+                    "name": name,
+                    "uid": parsed.uid,
+                },
+                reason=reason,
+                message=message,
+                type_=type_,
+            )
 
     async def _warn_pods(self, result: Plan) -> None:
         for key, problems in result.pod_problems.items():
@@ -259,3 +300,10 @@ class Reconciler:
             self.api_writes += 1
         except ApiException as exc:
             logger.warning("could not post event %s on %s: %s", reason, involved.get("name"), exc.reason)
+
+
+def _accounts_of(policy: str, result: Plan) -> list[JobCarbonBudget]:
+    """The slowdown accounts of the jobs ``policy`` governs in ``result``, for its status."""
+    return [
+        b for job, b in result.carbon_budgets.items() if (j := result.jobs.get(job)) is not None and j.policy == policy
+    ]

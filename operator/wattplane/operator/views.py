@@ -25,6 +25,8 @@ class PolicyParse:
     view: PolicyView | None
     error: str | None
     status: Mapping[str, Any]
+    #: ``metadata.uid``: events on the policy carry it, so ``kubectl describe`` finds them.
+    uid: str = ""
 
 
 def _controller(meta: Mapping[str, Any]) -> str | None:
@@ -57,15 +59,16 @@ def policy_parse(body: Mapping[str, Any]) -> PolicyParse:
     name = meta.get("name", "")
     generation = int(meta.get("generation") or 0)
     status = body.get("status") or {}
+    uid = str(meta.get("uid") or "")
     try:
         spec = EnergyPolicySpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors()[:5]
         )
-        return PolicyParse(name, generation, None, f"invalid spec: {problems}", status)
+        return PolicyParse(name, generation, None, f"invalid spec: {problems}", status, uid)
     view = PolicyView(name=name, spec=spec, generation=generation, deleting=bool(meta.get("deletionTimestamp")))
-    return PolicyParse(name, generation, view, None, status)
+    return PolicyParse(name, generation, view, None, status, uid)
 
 
 def gpunode_parts(body: Mapping[str, Any]) -> tuple[GpuNodeSpec, tuple[GpuView, ...]]:

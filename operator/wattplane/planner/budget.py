@@ -8,6 +8,23 @@ al., ISCA 2016) did: this module (the operator's slow loop) turns the budget int
 and each node's agent enforces its share on *measured* power within a tick, cutting its
 lowest-priority GPUs first.
 
+**One owner per decision.** The operator owns the node shares and nothing below them; the agent owns
+every GPU limit below the plan's targets. The operator never writes per-GPU budget caps: two loops
+cutting the same GPUs through the API server chase each other (the agent's cut lowers the power the
+operator plans from, the operator's new caps move the agent's ceilings), and a rack under a budget
+then streams plans with nothing changing. The allocation below still works per GPU, because that is
+how shares are sized by priority across nodes; its ``caps`` say how deep the agents will have to cut,
+for the policy's status, and are not written anywhere.
+
+**When shares move** (:func:`rebalance_due`). Shares rest on two kinds of input: the *footing* (the
+budget, the covered nodes, each GPU's priority, whether it has pods, its ceiling), which changes with
+pods and policies, and measured power, which changes all the time, not least because the agents cut.
+A change of footing re-shares at once; measured power alone re-shares at most once per rebalance
+interval (the operator's resync interval), and then only when some node's share moves by more than
+the dead band (``hysteresis_fraction`` of the share, at least 1 % of the mean share): otherwise the
+shares in force stand, as a whole (:func:`within_dead_band`). So a node gets at most one new share per
+interval from power alone, whatever the agents do in between, and none while the rack is steady.
+
 Allocation, in order:
 
 1. Every GPU gets its floor (the device minimum): below that no cut can go. If the floors alone
@@ -43,11 +60,13 @@ since a slowed server misses latency targets while a slowed training job only fi
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, NamedTuple, TypeGuard
 
 from wattplane.api.annotations import PRIORITY_NAMES
@@ -59,6 +78,8 @@ IDLE_RANK: Final = -1
 """Budget rank of a GPU no pod holds: cut before any pod's GPU."""
 
 _MILLIWATT: Final = 1000.0
+#: Node shares are written to the 0.1 W (rounded down): a sum this close to the budget per node fits it.
+_WRITTEN_RESOLUTION_WATTS: Final = 0.1
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,7 @@ def allocate(
     hysteresis_fraction: float = 0.0,
     *,
     demand_margin: float | None = DEFAULT_DEMAND_MARGIN,
+    dead_band_watts: float = 0.0,
 ) -> BudgetAllocation:
     """Share ``budget_watts`` among ``gpus``; deterministic, O(n log n), never raises on odd numbers.
 
@@ -150,6 +172,8 @@ def allocate(
         hysteresis_fraction: Relative change below which a node keeps its previous share.
         demand_margin: Measured power + this fraction of the ceiling is what a GPU asks for;
             ``None``: every GPU asks for its ceiling.
+        dead_band_watts: A node also keeps its previous share when it moved by at most this many
+            watts (small shares would otherwise follow sensor noise).
     """
     budget = float(budget_watts) if _finite(budget_watts) and budget_watts > 0 else 0.0
     items = _clean(gpus, demand_margin)
@@ -168,7 +192,7 @@ def allocate(
             f"infeasible: the {len(items)} GPU(s) on {nodes} node(s) need at least {minimum:.0f} W, "
             f"{minimum - budget:.0f} W over the budget of {budget:.0f} W; every GPU held at its minimum"
         )
-        final, held = _hysteresis(shares, shares, budget, previous_shares, hysteresis_fraction)
+        final, held = _hysteresis(shares, shares, budget, previous_shares, hysteresis_fraction, dead_band_watts)
         final = _trim(final, budget)
         return BudgetAllocation(budget, final, alloc, caps, False, minimum, demand, len(caps), held, message)
 
@@ -176,7 +200,7 @@ def allocate(
     caps = {g.uuid: cut[g.uuid] for g in items if g.uuid in cut}  # (node, uuid) order, like everything else
     given = _per_node(items, alloc)
     shares = _spread(items, alloc, given, budget)
-    final, held = _hysteresis(shares, given, budget, previous_shares, hysteresis_fraction)
+    final, held = _hysteresis(shares, given, budget, previous_shares, hysteresis_fraction, dead_band_watts)
     final = _trim(final, budget)
     if caps:
         message = (
@@ -287,15 +311,21 @@ def _hysteresis(
     budget: float,
     previous: Mapping[str, float] | None,
     fraction: float,
+    dead_band: float = 0.0,
 ) -> tuple[dict[str, float], int]:
-    """Keep previous shares that moved by at most ``fraction``, within the budget and above ``need``."""
+    """Keep previous shares that moved by little, within the budget and above ``need``.
+
+    Little: at most ``fraction`` of the previous share, or ``dead_band`` watts, whichever is more.
+    """
     final = dict(shares)
-    if not previous or not _finite(fraction) or fraction <= 0:
+    fraction = fraction if _finite(fraction) and fraction > 0 else 0.0
+    dead_band = dead_band if _finite(dead_band) and dead_band > 0 else 0.0
+    if not previous or (fraction == 0 and dead_band == 0):
         return final, 0
     held: dict[str, float] = {}
     for node, new in shares.items():
         old = previous.get(node)
-        if not _finite(old) or old <= 0 or old == new or abs(new - old) > fraction * old:
+        if not _finite(old) or old <= 0 or old == new or abs(new - old) > max(fraction * old, dead_band):
             continue
         if old < min(need.get(node, new), new):
             continue  # never starve what the node's GPUs were allocated
@@ -313,6 +343,74 @@ def _hysteresis(
         if math.fsum(final.values()) > budget:  # rounding left a sliver: give up holding rather than exceed
             return dict(shares), 0
     return final, len(held)
+
+
+@dataclass(frozen=True)
+class Rebalance:
+    """A budget's last re-share of its watts: on what footing, and when (see :func:`rebalance_due`)."""
+
+    footing: str
+    at: datetime
+
+
+def footing(budget_watts: float, hysteresis_fraction: float, gpus: Iterable[BudgetGpu]) -> str:
+    """A digest of what a budget's shares rest on besides measured power.
+
+    The budget, the covered nodes and each GPU's priority and ceiling (whole watts): what pods,
+    annotations and policies decide. Measured power (and the floor of a GPU without pods, its idle
+    draw) is left out on purpose: it moves with every agent cut.
+    """
+    digest = hashlib.blake2b(repr((float(budget_watts), float(hysteresis_fraction))).encode(), digest_size=12)
+    for g in sorted(gpus, key=lambda g: (g.node, g.uuid)):
+        ceiling = round(g.ceiling_watts) if _finite(g.ceiling_watts) else -1
+        digest.update(f"|{g.node}/{g.uuid}/{g.priority_rank}/{ceiling}".encode())
+    return digest.hexdigest()
+
+
+def rebalance_due(
+    previous: Rebalance | None,
+    current_footing: str,
+    now: datetime,
+    interval_s: float,
+    previous_shares: Mapping[str, float],
+    nodes: Iterable[str],
+    budget_watts: float,
+) -> bool:
+    """Whether the budget's node shares may be computed afresh in this round.
+
+    Yes when there is no earlier re-share, its footing changed (pods, priorities, targets, the
+    policy), a covered node has no share, the shares in force no longer fit the budget, or the
+    rebalance interval has passed. Otherwise the shares in force stand: only measured power moved,
+    and following it round by round is how the operator and the agents would chase each other.
+    """
+    if previous is None or previous.footing != current_footing:
+        return True
+    covered = list(nodes)
+    if set(previous_shares) != set(covered) or not all(_finite(previous_shares[n]) for n in covered):
+        return True
+    if math.fsum(previous_shares[n] for n in covered) > budget_watts + _WRITTEN_RESOLUTION_WATTS * len(covered):
+        return True
+    return (now - previous.at).total_seconds() >= interval_s
+
+
+def within_dead_band(
+    shares: Mapping[str, float], previous: Mapping[str, float], fraction: float, dead_band_watts: float
+) -> bool:
+    """Whether every node's new share is within the dead band of its share in force.
+
+    The band is ``fraction`` of the share in force or ``dead_band_watts``, whichever is more. Under a
+    binding budget the shares add up to the budget, so their moves cancel out: some nodes gain what
+    others lose, and :func:`allocate`'s per-node hysteresis (which never holds a node below what its
+    GPUs were allocated) lets them all through. Measured power alone should not move a share by a
+    few percent, so a re-share whose every move is that small keeps the shares in force, as a whole.
+    """
+    if set(shares) != set(previous):
+        return False
+    for node, new in shares.items():
+        old = previous[node]
+        if not _finite(old) or abs(new - old) > max(fraction * old, dead_band_watts):
+            return False
+    return True
 
 
 def _rank_label(rank: int | None) -> str:

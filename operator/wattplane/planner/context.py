@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from wattplane.api.v1alpha1.energypolicy import JobProfile
+from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget, JobProfile
+from wattplane.planner.budget import Rebalance
 from wattplane.planner.snapshot import PodKey
 
 
@@ -48,6 +49,11 @@ class PlanContext:
         profiles: Zeus profiles by ``(job id, GPU model)``, as the operator's observer advanced them.
         straggler_caps: Perseus caps by pod, watts, as the observer advanced them.
         previous_node_budgets: The node budgets last written, for the budget's hysteresis.
+        budget_rebalances: Each budget policy's last re-share of its node shares, as the last plan
+            left them (:func:`wattplane.planner.budget.rebalance_due`).
+        budget_interval_s: Measured power alone re-shares a budget at most this often, seconds (the
+            operator's planning interval).
+        carbon_budgets: Slowdown accounts of budgeted carbon jobs by job id, as the last plan left them.
     """
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -55,3 +61,6 @@ class PlanContext:
     profiles: Mapping[tuple[str, str], JobProfile] = field(default_factory=dict)
     straggler_caps: Mapping[PodKey, float] = field(default_factory=dict)
     previous_node_budgets: Mapping[str, float] = field(default_factory=dict)
+    budget_rebalances: Mapping[str, Rebalance] = field(default_factory=dict)
+    budget_interval_s: float = 30.0
+    carbon_budgets: Mapping[str, JobCarbonBudget] = field(default_factory=dict)

@@ -3,7 +3,7 @@
 Pure and deterministic: the same inputs give the same plan, byte for byte, so the operator can diff a
 new plan against what it last wrote and patch only the nodes that changed, and the simulator can run
 this very function in virtual time. Every target carries a human-readable ``reason`` so
-``wattplane explain`` and ``kubectl get gn -o yaml`` say why a GPU runs where it runs.
+``wattplane explain`` and ``kubectl get gpun -o yaml`` say why a GPU runs where it runs.
 
 How the sections of a policy compose on one GPU (design.md §3):
 
@@ -27,19 +27,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from wattplane.api.annotations import PodIntent, parse_pod_annotations
-from wattplane.api.v1alpha1.energypolicy import BudgetStatus, CarbonStatus, JobProfile
-from wattplane.api.v1alpha1.gpunode import GpuTarget
+from wattplane.api.v1alpha1.energypolicy import BudgetStatus, CarbonStatus, JobCarbonBudget, JobProfile
+from wattplane.api.v1alpha1.gpunode import BudgetPriority, GpuTarget, PolicySection
 from wattplane.planner import budget as budgeting
+from wattplane.planner import carbonbudget
 from wattplane.planner.carbon import WeightDecision, carbon_limit, carbon_weight
 from wattplane.planner.context import PlanContext
 from wattplane.planner.efficiency import efficiency_limit
 from wattplane.planner.jobs import job_id
 from wattplane.planner.limits import lower_bound, static_cap
-from wattplane.planner.selection import Selection, choose_policy, rank_key
+from wattplane.planner.selection import Selection, choose_policy, rank_key, sets_pod_limits
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PolicyView
 
 #: The carbon weight is applied in steps of 1/_WEIGHT_STEPS.
 _WEIGHT_STEPS = 20
+
+#: Shadowed pods named in a report's message (the rest are counted; status lists more).
+_NAMED_SHADOWED = 5
 
 #: Reported binding section, in precedence order (first wins a tie).
 _PRECEDENCE = ("budget", "carbon", "stragglers", "efficiency", "limits")
@@ -72,6 +76,8 @@ class PolicyReport:
     clamped_gpus: int = 0
     #: Pods this policy selects but a higher-ranked policy governs.
     shadowed_pods: tuple[str, ...] = ()
+    #: ``(pod, governing policy)`` for each of ``shadowed_pods``: which pods it lost, and to whom.
+    shadowed_by: tuple[tuple[str, str], ...] = ()
     ready: bool = True
     reason: str = "Planned"
     message: str = ""
@@ -94,14 +100,21 @@ class Plan:
     pod_targets: Mapping[PodKey, tuple[GpuTarget, ...]] = field(default_factory=dict)
     #: Per-node power budgets for the agents' fast loops (only nodes a budget covers).
     node_budgets: Mapping[str, float] = field(default_factory=dict)
+    #: The cut order of each budgeted node's GPUs, for ``GpuNode.spec.budgetPriorities``.
+    budget_priorities: Mapping[str, tuple[BudgetPriority, ...]] = field(default_factory=dict)
+    #: Each budget policy's last re-share of its node shares (the next round's context needs it).
+    budget_rebalances: Mapping[str, budgeting.Rebalance] = field(default_factory=dict)
     jobs: Mapping[str, JobView] = field(default_factory=dict)
+    #: Slowdown accounts of the jobs under a ``Budgeted`` carbon policy, brought up to this round.
+    carbon_budgets: Mapping[str, JobCarbonBudget] = field(default_factory=dict)
 
 
 @dataclass
 class _PolicyTally:
     pods: set[str] = field(default_factory=set)
     gpus: set[str] = field(default_factory=set)
-    shadowed: set[str] = field(default_factory=set)
+    #: pod → the higher-ranked policy that governs it
+    shadowed: dict[str, str] = field(default_factory=dict)
     jobs: set[str] = field(default_factory=set)
     unprofiled: set[str] = field(default_factory=set)
     allocated: float = 0.0
@@ -112,7 +125,7 @@ class _PolicyTally:
 @dataclass(frozen=True)
 class _Proposal:
     watts: float
-    section: str
+    section: PolicySection
     reason: str
     clamped: bool = False
 
@@ -124,8 +137,16 @@ class _Decision:
 
 
 def _sets_pod_limits(policy: PolicyView) -> bool:
-    spec = policy.spec
-    return any(section is not None for section in (spec.limits, spec.efficiency, spec.carbon, spec.stragglers))
+    return sets_pod_limits(policy.spec)
+
+
+def _observes_only(policy: PolicyView) -> bool:
+    """No section that sets a limit (only ``dryRun``, or nothing in a spec the models would refuse)."""
+    return not _sets_pod_limits(policy) and policy.spec.budget is None
+
+
+def _budgeted(policy: PolicyView) -> bool:
+    return policy.spec.carbon is not None and policy.spec.carbon.mode == "Budgeted"
 
 
 def _pod_name(key: PodKey) -> str:
@@ -156,22 +177,32 @@ class _Round:
             for p in policies
             if p.spec.carbon is not None
         }
+        #: Budgeted carbon decisions, one per job and round (every GPU of a job runs the same plan).
+        self.budget_decisions: dict[str, carbonbudget.BudgetDecision] = {}
 
     def select(self) -> None:
-        # A budget-only policy covers nodes, not pods: it must not take pods away from the policies
-        # that set their limits (a policy with no section at all still selects pods, to observe them).
-        contenders = [p for p in self.policies if _sets_pod_limits(p) or p.spec.budget is None]
-        seen: dict[tuple[object, ...], Selection | None] = {}
+        # Only policies that set pod limits contend for pods. A budget-only policy covers nodes, not
+        # pods; an observe-only one (dryRun and no section) watches the pods it selects. Neither may
+        # take a pod away from a policy that caps it.
+        contenders = [p for p in self.policies if _sets_pod_limits(p)]
+        observers = [p for p in self.policies if _observes_only(p)]
+        seen: dict[tuple[object, ...], tuple[Selection | None, Selection | None]] = {}
         for key in sorted(self.snapshot.pods):
             pod = self.snapshot.pods[key]
             intent = self.intents[key]
             # Selection depends on nothing else: pods with equal labels, namespace and opt-in agree.
             memo = (pod.namespace, tuple(sorted(pod.labels.items())), intent.policy, intent.opt_out, pod.active)
             if memo in seen:
-                selection = seen[memo]
+                selection, watched = seen[memo]
             else:
                 ns_labels = self.snapshot.namespace_labels.get(pod.namespace, {})
-                selection = seen[memo] = choose_policy(pod, intent, ns_labels, contenders)
+                selection = choose_policy(pod, intent, ns_labels, contenders)
+                watched = choose_policy(pod, intent, ns_labels, observers) if observers else None
+                seen[memo] = (selection, watched)
+            if watched is not None:
+                for observer in (watched.winner, *watched.losers):
+                    self.tallies[observer.name].pods.add(_pod_name(key))
+                    self.tallies[observer.name].jobs.add(job_id(pod, intent))
             if selection is None:
                 continue
             self.governing[key] = selection.winner
@@ -180,7 +211,7 @@ class _Round:
             tally.pods.add(_pod_name(key))
             tally.jobs.add(self.jobs_of[key])
             for loser in selection.losers:
-                self.tallies[loser.name].shadowed.add(_pod_name(key))
+                self.tallies[loser.name].shadowed[_pod_name(key)] = selection.winner.name
 
     def target_for(self, gpu: GpuView) -> _Decision | None:
         """The tightest target any governing policy sets on ``gpu`` (shared GPUs may have several)."""
@@ -210,13 +241,17 @@ class _Round:
             if cap is not None:
                 proposals.append(_Proposal(cap.watts, "limits", cap.reason, cap.clamped))
         profile = self.context.profiles.get((job, gpu.model))
+        budget_decision = self._budget_decision(gpu, job, policy, intent, profile) if _budgeted(policy) else None
         if spec.efficiency is not None:
             watts, why = efficiency_limit(profile)
             if watts is None:
                 self.tallies[policy.name].unprofiled.add(job)
             else:
                 profiling = profile is not None and profile.state == "Profiling"
-                proposals.append(_Proposal(watts, "efficiency", why))
+                # Under a budgeted carbon section the profile feeds the schedule, which already runs
+                # the job as efficiently as its budget allows: the Zeus optimum would only undercut it.
+                if profiling or budget_decision is None:
+                    proposals.append(_Proposal(watts, "efficiency", why))
         if not profiling:
             proposals.extend(self._carbon_and_stragglers(gpu, key, policy, profile))
         if not proposals:
@@ -238,6 +273,7 @@ class _Round:
             job=job,
             priority=intent.priority,
             reason=reason,
+            section=chosen.section,
             dry_run=spec.dry_run,
         )
         return _Decision(target, clamped)
@@ -247,7 +283,10 @@ class _Round:
     ) -> list[_Proposal]:
         out: list[_Proposal] = []
         spec = policy.spec
-        decision = self.carbon.get(policy.name)
+        budget = self.budget_decisions.get(self.jobs_of[key]) if _budgeted(policy) else None
+        if budget is not None and budget.watts is not None:
+            out.append(_Proposal(budget.watts, "carbon", budget.reason))
+        decision = None if budget is not None else self.carbon.get(policy.name)
         if spec.carbon is not None and decision is not None and decision.weight is not None:
             chosen = profile.chosen_watts if profile is not None and profile.state == "Done" else None
             if chosen is not None:
@@ -265,6 +304,42 @@ class _Round:
         if spec.stragglers is not None and cap is not None:
             out.append(_Proposal(cap, "stragglers", f"Perseus: waits for the job's slowest pod → {cap:g} W"))
         return out
+
+    def _budget_decision(
+        self, gpu: GpuView, job: str, policy: PolicyView, intent: PodIntent, profile: JobProfile | None
+    ) -> carbonbudget.BudgetDecision:
+        """The job's budgeted carbon decision this round: its account settled, then its plan (memoised)."""
+        known = self.budget_decisions.get(job)
+        if known is not None:
+            return known
+        spec = policy.spec.carbon
+        assert spec is not None
+        slowdown = intent.max_slowdown if intent.max_slowdown is not None else spec.max_slowdown
+        account = self.context.carbon_budgets.get(job)
+        if account is None or account.gpu_model != gpu.model:
+            account = JobCarbonBudget(job=job, gpu_model=gpu.model)
+        account = account.model_copy(update={"max_slowdown": slowdown})
+        account = carbonbudget.settle(account, gpu.limit_watts, self.context.now)
+        floor = self._floor(gpu, policy, intent)
+        lo = min(max(floor if floor is not None else gpu.min_watts, gpu.min_watts), gpu.max_watts)
+        curve = carbonbudget.profile_curve(profile, gpu.default_watts) or carbonbudget.prior_curve(gpu.default_watts)
+        weight = self.carbon.get(policy.name)
+        usable = weight is not None and not weight.stale and weight.intensity is not None
+        decision = carbonbudget.decide(
+            account,
+            curve=curve,
+            lo=lo,
+            hi=gpu.max_watts,
+            signal=self.context.carbon.get(policy.name),
+            signal_usable=usable,
+            fallback_max=spec.fallback == "Max",
+            lookahead_hours=spec.lookahead_hours,
+            job_age_s=sum(b.seconds for b in account.time_at_limits),
+            now=self.context.now,
+            current_watts=gpu.limit_watts,
+        )
+        self.budget_decisions[job] = decision
+        return decision
 
     @staticmethod
     def _floor(gpu: GpuView, policy: PolicyView, intent: PodIntent) -> float | None:
@@ -288,7 +363,8 @@ def plan(snapshot: FleetSnapshot, policies: Iterable[PolicyView], context: PlanC
         if decision is not None:
             decisions[gpu.uuid] = decision
 
-    node_budgets, budget_reports = _apply_budgets(rnd, decisions)
+    budgets = _apply_budgets(rnd, decisions)
+    node_budgets, budget_reports = budgets.node_budgets, budgets.outcomes
 
     targets: dict[str, list[GpuTarget]] = defaultdict(list)
     pod_targets: dict[PodKey, list[GpuTarget]] = defaultdict(list)
@@ -320,7 +396,10 @@ def plan(snapshot: FleetSnapshot, policies: Iterable[PolicyView], context: PlanC
         pod_problems=problems,
         pod_targets={k: tuple(v) for k, v in pod_targets.items()},
         node_budgets=node_budgets,
+        budget_priorities=budgets.priorities,
+        budget_rebalances=budgets.rebalances,
         jobs=_jobs(rnd, job_gpus),
+        carbon_budgets={job: d.account for job, d in sorted(rnd.budget_decisions.items())},
     )
 
 
@@ -364,15 +443,30 @@ class _BudgetOutcome:
     message: str
 
 
-def _apply_budgets(rnd: _Round, decisions: dict[str, _Decision]) -> tuple[dict[str, float], dict[str, _BudgetOutcome]]:
-    """Share each budget over its nodes; cut GPU targets where the share forces it.
+@dataclass
+class _Budgets:
+    """What the budgets decided in a round: node shares, cut orders, re-shares and reports."""
+
+    node_budgets: dict[str, float] = field(default_factory=dict)
+    priorities: dict[str, tuple[BudgetPriority, ...]] = field(default_factory=dict)
+    rebalances: dict[str, budgeting.Rebalance] = field(default_factory=dict)
+    outcomes: dict[str, _BudgetOutcome] = field(default_factory=dict)
+
+
+def _apply_budgets(rnd: _Round, decisions: Mapping[str, _Decision]) -> _Budgets:
+    """Share each budget over its nodes, and give each node's agent the cut order of its GPUs.
+
+    The operator owns the node shares and nothing else: it never lowers a GPU's target for a budget.
+    Which GPUs give way, and how far, is the agent's decision alone, on measured power every tick
+    (:mod:`wattplane.planner.budget` says why). A share moves when the budget's footing changes, and
+    otherwise at most once per ``budget_interval_s``, past a dead band.
 
     A node belongs to at most one budget: the highest-ranked policy whose node selector matches it.
     """
     snapshot = rnd.snapshot
+    context = rnd.context
     claimed: set[str] = set()
-    node_budgets: dict[str, float] = {}
-    outcomes: dict[str, _BudgetOutcome] = {}
+    out = _Budgets()
     gpus_by_node: dict[str, list[GpuView]] = defaultdict(list)
     for gpu in snapshot.gpus:
         gpus_by_node[gpu.node].append(gpu)
@@ -387,14 +481,18 @@ def _apply_budgets(rnd: _Round, decisions: dict[str, _Decision]) -> tuple[dict[s
         ]
         claimed.update(covered)
         entries = []
+        ranks: dict[str, list[BudgetPriority]] = {}
         for node in covered:
+            ranks[node] = []
             for gpu in sorted(gpus_by_node[node], key=lambda g: g.index):
                 decision = decisions.get(gpu.uuid)
+                rank = _budget_rank(rnd, gpu)
+                ranks[node].append(BudgetPriority.model_construct(uuid=gpu.uuid, priority=rank))
                 entries.append(
                     budgeting.BudgetGpu(
                         node=node,
                         uuid=gpu.uuid,
-                        priority_rank=_budget_rank(rnd, gpu),
+                        priority_rank=rank,
                         floor_watts=_budget_floor(gpu),
                         # Without a target the GPU may run at its default; its current limit may be
                         # a past cut, and using it would keep the node's share from ever recovering.
@@ -404,47 +502,47 @@ def _apply_budgets(rnd: _Round, decisions: dict[str, _Decision]) -> tuple[dict[s
                         measured_watts=None if gpu.budget_limited else gpu.power_watts,
                     )
                 )
-        previous = {n: rnd.context.previous_node_budgets[n] for n in covered if n in rnd.context.previous_node_budgets}
-        allocation = budgeting.allocate(spec.watts, entries, previous, spec.hysteresis_fraction)
-        cut = 0
-        by_uuid = {g.uuid: g for n in covered for g in gpus_by_node[n]}
-        for uuid, raw_cap in sorted(allocation.caps.items()):
-            gpu = by_uuid[uuid]
-            cap = max(raw_cap, gpu.min_watts)  # an idle GPU's floor may be its draw, below any settable limit
-            decision = decisions.get(uuid)
-            if decision is not None and cap >= decision.target.power_limit_watts:
-                continue
-            cut += 1
-            reason = f"EnergyPolicy {policy.name}: budget {spec.watts:g} W over {len(covered)} node(s) → {cap:g} W"
-            if decision is None:
-                target = GpuTarget(
-                    uuid=uuid,
-                    power_limit_watts=cap,
-                    policy=policy.name,
-                    job="",
-                    priority=0,
-                    reason=reason,
-                    dry_run=policy.spec.dry_run,
-                )
-            else:
-                target = _cut_target(decision.target, cap, reason, policy)
-            decisions[uuid] = _Decision(target, False)
+        previous = {n: context.previous_node_budgets[n] for n in covered if n in context.previous_node_budgets}
+        dead_band = 0.01 * spec.watts / len(covered) if covered else 0.0
+        allocation = budgeting.allocate(
+            spec.watts, entries, previous, spec.hysteresis_fraction, dead_band_watts=dead_band
+        )
+        footing = budgeting.footing(spec.watts, spec.hysteresis_fraction, entries)
+        last = context.budget_rebalances.get(policy.name)
+        shares: Mapping[str, float] = allocation.node_shares
+        message = allocation.message
+        interval = context.budget_interval_s
+        if not budgeting.rebalance_due(last, footing, context.now, interval, previous, covered, spec.watts):
+            assert last is not None
+            out.rebalances[policy.name] = last
+            shares = previous  # only measured power moved since the last re-share: the shares stand
+            message += "; node shares kept until the next rebalance"
+        elif last is not None and last.footing == footing and budgeting.within_dead_band(
+            allocation.node_shares, previous, spec.hysteresis_fraction, dead_band
+        ):
+            out.rebalances[policy.name] = budgeting.Rebalance(footing, context.now)
+            shares = previous  # a re-share on measured power alone that moves nothing far: no new plan
+            message += "; node shares kept (every change within the dead band)"
+        else:
+            out.rebalances[policy.name] = budgeting.Rebalance(footing, context.now)
         if not policy.spec.dry_run:
-            for node, share in allocation.node_shares.items():
-                if share > 0:  # a GpuNode budget must be positive; a zero share leaves the node to its caps
-                    node_budgets[node] = share
+            for node, share in shares.items():
+                if share > 0:  # a GpuNode budget must be positive
+                    out.node_budgets[node] = share
+                    out.priorities[node] = tuple(ranks[node])
         measured = sum(g.power_watts for n in covered for g in gpus_by_node[n])
         status = BudgetStatus(
             watts=spec.watts,
-            allocated_watts=round(sum(allocation.node_shares.values()), 3),
+            allocated_watts=round(sum(shares.values()), 3),
             measured_watts=round(measured, 3),
             minimum_watts=round(allocation.minimum_watts, 3),
             nodes=len(covered),
-            cut_gpus=cut,
+            # The agents' cuts, as they report them: the operator plans shares, not cuts.
+            cut_gpus=sum(1 for n in covered for g in gpus_by_node[n] if g.budget_limited),
         )
         met = allocation.feasible and measured <= spec.watts * (1 + spec.hysteresis_fraction)
-        outcomes[policy.name] = _BudgetOutcome(status, met, allocation.message)
-    return node_budgets, outcomes
+        out.outcomes[policy.name] = _BudgetOutcome(status, met, message)
+    return out
 
 
 def _budget_floor(gpu: GpuView) -> float:
@@ -466,22 +564,17 @@ def _budget_rank(rnd: _Round, gpu: GpuView) -> int:
     return max(budgeting.budget_rank(i.priority, i.workload, has_pod=True) for i in intents)
 
 
-def _cut_target(target: GpuTarget, watts: float, reason: str, policy: PolicyView) -> GpuTarget:
-    """``target`` cut to ``watts`` by the budget of ``policy`` (job and priority kept for the agent)."""
-    return target.model_copy(
-        update={
-            "power_limit_watts": watts,
-            "reason": f"{reason} (was {target.power_limit_watts:g} W: {target.reason})",
-            "dry_run": target.dry_run or policy.spec.dry_run,
-        }
-    )
-
-
 def _report(policy: PolicyView, rnd: _Round, budget: _BudgetOutcome | None) -> PolicyReport:
     tally = rnd.tallies[policy.name]
     spec = policy.spec
     pods = tuple(sorted(tally.pods))
-    if not _sets_pod_limits(policy) and spec.budget is None:
+    if _observes_only(policy) and spec.dry_run:
+        reason = "ObserveOnly"
+        message = (
+            f"observes {len(pods)} pod(s) in {len(tally.jobs)} job(s); dryRun with no section: "
+            "sets no limit and takes no pod from another policy"
+        )
+    elif _observes_only(policy):
         reason, message = "NothingToEnforce", "the policy has no section that sets a limit"
     elif not pods and spec.budget is None:
         reason, message = "NoMatchingPods", "no running pod is selected by this policy"
@@ -491,7 +584,10 @@ def _report(policy: PolicyView, rnd: _Round, budget: _BudgetOutcome | None) -> P
         if tally.clamped:
             message += f"; {tally.clamped} limit(s) clamped to device constraints"
     if tally.shadowed:
-        message += f"; {len(tally.shadowed)} selected pod(s) governed by a higher-ranked policy"
+        lost = sorted(tally.shadowed.items())
+        named = ", ".join(f"{pod} by {winner}" for pod, winner in lost[:_NAMED_SHADOWED])
+        more = f" and {len(lost) - _NAMED_SHADOWED} more" if len(lost) > _NAMED_SHADOWED else ""
+        message += f"; {len(lost)} selected pod(s) governed by a higher-ranked policy: {named}{more}"
     carbon_status = None
     decision = rnd.carbon.get(policy.name)
     if decision is not None:
@@ -514,6 +610,7 @@ def _report(policy: PolicyView, rnd: _Round, budget: _BudgetOutcome | None) -> P
         measured_watts=round(tally.measured, 3),
         clamped_gpus=tally.clamped,
         shadowed_pods=tuple(sorted(tally.shadowed)),
+        shadowed_by=tuple(sorted(tally.shadowed.items())),
         ready=True,
         reason=reason,
         message=message,

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from wattplane.api.annotations import PodIntent
+from wattplane.api.v1alpha1.energypolicy import EnergyPolicySpec
 from wattplane.planner.snapshot import PodView, PolicyView
 
 
@@ -31,6 +32,15 @@ def selects(policy: PolicyView, pod: PodView, namespace_labels: Mapping[str, str
     if selector.namespace_selector is not None and not selector.namespace_selector.matches(namespace_labels):
         return False
     return selector.pod_selector is None or selector.pod_selector.matches(pod.labels)
+
+
+def sets_pod_limits(spec: EnergyPolicySpec) -> bool:
+    """Whether a policy proposes limits for the pods it governs.
+
+    Only such policies contend for pods: a budget-only policy covers nodes, and an observe-only one
+    (``dryRun`` and no section) must never take a pod away from a policy that caps it.
+    """
+    return any(section is not None for section in (spec.limits, spec.efficiency, spec.carbon, spec.stragglers))
 
 
 def rank_key(policy: PolicyView) -> tuple[int, str]:

@@ -112,10 +112,17 @@ class SimGpu:
         self.writes += 1
         self.on_limit_change(self)
 
+    def locked_clock_range_mhz(self) -> tuple[int, int] | None:
+        """The model's SM clock range (the engine clamps locks into it)."""
+        return (self.model.min_sm_clock_mhz, self.model.max_sm_clock_mhz)
+
     def set_locked_clocks_mhz(self, min_mhz: int, max_mhz: int) -> None:
-        """Store a clock lock (reported, not modelled)."""
+        """Store a clock lock (reported, not modelled); refused outside the model's range, like a device."""
         if not (0 < min_mhz <= max_mhz):
             raise GpuInvalidArgumentError(f"clock range {min_mhz}-{max_mhz} MHz is not a range")
+        low, high = self.model.min_sm_clock_mhz, self.model.max_sm_clock_mhz
+        if min_mhz < low or max_mhz > high:
+            raise GpuInvalidArgumentError(f"clock range {min_mhz}-{max_mhz} MHz outside {low}-{high} MHz")
         self.locked_clocks = (int(min_mhz), int(max_mhz))
 
     def reset_locked_clocks(self) -> None:

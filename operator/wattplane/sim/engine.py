@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -179,6 +179,7 @@ class Simulation:
         self.engines: list[NodeEngine] = []
         self.node_targets: list[tuple[GpuTarget, ...]] = []
         self.node_budget: list[float | None] = []
+        self.node_priorities: list[Mapping[str, int]] = []
         for n, node in enumerate(self.nodes):
             model = catalog.model(node.model)
             devices = [
@@ -192,6 +193,7 @@ class Simulation:
             )
             self.node_targets.append(())
             self.node_budget.append(None)
+            self.node_priorities.append({})
         self.node_index = {node.name: n for n, node in enumerate(self.nodes)}
         self.free: list[list[SimGpu]] = [list(g) for g in self.node_gpus]
         self.queue: list[JobSpec] = []
@@ -241,12 +243,27 @@ class Simulation:
         """Wake the controller at ``t`` with ``payload``."""
         self._push(max(t, self.t), CONTROL, payload)
 
-    def apply(self, node: int, targets: tuple[GpuTarget, ...], budget: float | None = None) -> None:
-        """Hand node ``node`` a new plan; its agent reconciles at once if anything changed."""
-        if targets == self.node_targets[node] and budget == self.node_budget[node]:
+    def apply(
+        self,
+        node: int,
+        targets: tuple[GpuTarget, ...],
+        budget: float | None = None,
+        priorities: Mapping[str, int] | None = None,
+    ) -> None:
+        """Hand node ``node`` a new plan; its agent reconciles at once if anything changed.
+
+        ``priorities`` is the node budget's cut order by GPU UUID (``GpuNode.spec.budgetPriorities``).
+        """
+        priorities = dict(priorities or {})
+        if (
+            targets == self.node_targets[node]
+            and budget == self.node_budget[node]
+            and (priorities == self.node_priorities[node])
+        ):
             return
         self.node_targets[node] = targets
         self.node_budget[node] = budget
+        self.node_priorities[node] = priorities
         self._tick(node)
         if budget is not None:
             self._want_tick(node)
@@ -584,7 +601,11 @@ class Simulation:
 
     def _tick(self, node: int) -> None:
         self.agent_ticks += 1
-        self.engines[node].reconcile(self.node_targets[node], node_budget_watts=self.node_budget[node])
+        self.engines[node].reconcile(
+            self.node_targets[node],
+            node_budget_watts=self.node_budget[node],
+            budget_priorities=self.node_priorities[node],
+        )
 
 
 def _settled(before: BudgetDecision | None, after: BudgetDecision | None, params: BudgetParams) -> bool:

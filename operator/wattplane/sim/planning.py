@@ -99,6 +99,9 @@ class PolicyController:
                 for n, s in enumerate(self._specs)
                 if s.node_budget_watts is not None
             },
+            budget_rebalances=self.last_plan.budget_rebalances if self.last_plan is not None else {},
+            budget_interval_s=self._interval,
+            carbon_budgets=self.last_plan.carbon_budgets if self.last_plan is not None else {},
         )
         result = plan(snapshot, self.policies, context)
         self.last_plan = result
@@ -109,10 +112,12 @@ class PolicyController:
                 now=now,
                 ttl_seconds=PLAN_TTL_S,
                 node_budget_watts=result.node_budgets.get(node.name),
+                budget_priorities=result.budget_priorities.get(node.name, ()),
             )
             if update is not None:
                 self._specs[n] = update
-                sim.apply(n, tuple(update.gpus), update.node_budget_watts)
+                priorities = {p.uuid: p.priority for p in update.budget_priorities or ()}
+                sim.apply(n, tuple(update.gpus), update.node_budget_watts, priorities)
         self.node_budgets = dict(result.node_budgets)
         if any(p.spec.efficiency is not None or p.spec.stragglers is not None for p in self.policies):
             self._observe(sim, result, snapshot, now)

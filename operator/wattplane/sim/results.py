@@ -173,6 +173,8 @@ class Comparison:
     fleet_carbon_change: float
     mean_jct_change: float | None
     p95_jct_change: float | None
+    p99_jct_change: float | None
+    max_jct_change: float | None
     high_priority_jct_change: float | None
     high_priority_throughput: float | None
     seconds_over_budget: float
@@ -201,6 +203,8 @@ def compare(run: RunResult, base: RunResult) -> Comparison:
         fleet_carbon_change=_change(run.fleet_carbon_kg, base.fleet_carbon_kg),
         mean_jct_change=math.fsum(changes) / len(changes) if changes else None,
         p95_jct_change=percentile(changes, 95) if changes else None,
+        p99_jct_change=percentile(changes, 99) if changes else None,
+        max_jct_change=max(changes) if changes else None,
         high_priority_jct_change=math.fsum(high) / len(high) if high else None,
         high_priority_throughput=(run.high_priority_work_gpu_s / base_high) if base_high > 0 else None,
         seconds_over_budget=math.fsum(s.over_s for s in run.scopes),

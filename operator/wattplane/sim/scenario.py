@@ -11,6 +11,7 @@ static-cap      policy ``static-cap``: training GPUs at 70 % of default (real pl
 zeus            policy ``zeus``: online Zeus profiling of every training job, eta 0.5 (real planner)
 zeus-oracle     each training job at its best static limit in hindsight (same eta, same floor)
 chase           policy ``chase``: carbon-aware limits with a 24 h forecast (real planner)
+carbon-budget   policy ``carbon-budget``: each job's power schedule within its slowdown budget (real planner)
 carbon-oracle   each training job on its minimum-carbon schedule within the slowdown budget
 energy-oracle   the same with the trace ignored: minimum energy within the same slowdown budget
 polca           policy ``polca``: a budget of ``budget_fraction`` × nameplate over all nodes (real planner)
@@ -38,8 +39,24 @@ from wattplane.sim.jobs import JobSpec
 from wattplane.sim.planning import PolicyController
 from wattplane.sim.results import RunResult, collect
 
-BASELINES = ("uncapped", "static-cap", "zeus", "zeus-oracle", "chase", "carbon-oracle", "energy-oracle", "polca")
-_SHIPPED = {"static-cap": "static-cap.yaml", "zeus": "zeus.yaml", "chase": "chase.yaml", "polca": "polca.yaml"}
+BASELINES = (
+    "uncapped",
+    "static-cap",
+    "zeus",
+    "zeus-oracle",
+    "chase",
+    "carbon-budget",
+    "carbon-oracle",
+    "energy-oracle",
+    "polca",
+)
+_SHIPPED = {
+    "static-cap": "static-cap.yaml",
+    "zeus": "zeus.yaml",
+    "chase": "chase.yaml",
+    "carbon-budget": "carbon-budget.yaml",
+    "polca": "polca.yaml",
+}
 
 
 def load_policies(text: str, source: str = "") -> tuple[PolicyView, ...]:
@@ -134,6 +151,17 @@ def with_budget(views: Sequence[PolicyView], watts: float) -> tuple[PolicyView, 
     return tuple(out)
 
 
+def with_slowdown(views: Sequence[PolicyView], slowdown: float) -> tuple[PolicyView, ...]:
+    """``views`` with every carbon section's per-job slowdown budget set to ``slowdown``."""
+    out = []
+    for v in views:
+        if v.spec.carbon is not None:
+            carbon = v.spec.carbon.model_copy(update={"max_slowdown": slowdown})
+            v = replace(v, spec=v.spec.model_copy(update={"carbon": carbon}))
+        out.append(v)
+    return tuple(out)
+
+
 def budget_scopes(nodes: Sequence[SimNode], policy_sets: Iterable[Sequence[PolicyView]]) -> tuple[BudgetScope, ...]:
     """One scope per distinct budget section across the runs (measured in every run, uncapped included)."""
     scopes: dict[tuple[str, float, tuple[int, ...]], BudgetScope] = {}
@@ -176,6 +204,8 @@ def run_specs(
             views = shipped_policy(b)
             if b == "polca":
                 views = with_budget(views, scenario.budget_fraction * scenario.nameplate_watts)
+            if b == "carbon-budget":
+                views = with_slowdown(views, scenario.oracle_slowdown)
             specs.append(RunSpec(b, views, baseline=b))
         else:
             specs.append(RunSpec(b, baseline=b))

@@ -6,11 +6,13 @@ test holds whatever power curve the simulator uses.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from agenthttp import NODE, RunningAgent
 from prometheus_client.samples import Sample
 from wattplane.agent.gpu.base import GpuReading
-from wattplane.agent.gpu.errors import GpuLostError, GpuNoPermissionError
+from wattplane.agent.gpu.errors import ERROR_REASONS, GpuLostError, GpuNoPermissionError
 from wattplane.agent.status import THROTTLE_BITS, throttle_names
 from wattplane.api.v1alpha1.gpunode import GpuTarget
 
@@ -27,6 +29,7 @@ GPU_METRICS = {
     "wattplane_gpu_state": "gauge",
     "wattplane_pod_gpu_energy_joules": "counter",
     "wattplane_node_power_budget_watts": "gauge",
+    "wattplane_node_power_budget_set": "gauge",
     "wattplane_node_gpu_power_watts": "gauge",
     "wattplane_node_budget_limited_gpus": "gauge",
     "wattplane_node_budget_feasible": "gauge",
@@ -42,7 +45,7 @@ GPU_METRICS = {
 
 
 def of_gpu(samples: list[Sample], uuid: str, **labels: str) -> list[Sample]:
-    return [s for s in samples if s.labels.get("UUID") == uuid and all(s.labels.get(k) == v for k, v in labels.items())]
+    return [s for s in samples if s.labels.get("uuid") == uuid and all(s.labels.get(k) == v for k, v in labels.items())]
 
 
 def one(samples: list[Sample], uuid: str, **labels: str) -> float:
@@ -65,6 +68,14 @@ async def test_probes_before_and_after_the_first_tick(agent: RunningAgent) -> No
     assert status == 503 and "no status written yet" in body
     samples = await agent.scrape()  # serves before any tick, with nothing to report per GPU
     assert "wattplane_gpu_power_watts" not in samples
+    # ...but the series alerts need are there from this first scrape: every GPU x reason at 0, the
+    # budget as NaN with budget_set 0.
+    errors = samples["wattplane_agent_apply_errors_total"]
+    assert {(s.labels["uuid"], s.labels["reason"]) for s in errors} == {
+        (d.identity.uuid, reason) for d in agent.backend.devices() for reason in ERROR_REASONS
+    }
+    assert all(s.value == 0 for s in errors)
+    assert samples["wattplane_node_power_budget_set"][0].value == 0
 
     await agent.tick()
     assert (await agent.get("/readyz"))[0] == 200
@@ -78,7 +89,7 @@ async def test_probes_before_and_after_the_first_tick(agent: RunningAgent) -> No
     assert (await agent.get("/healthz"))[0] == 200
 
 
-async def test_every_metric_has_its_name_type_and_dcgm_labels(agent: RunningAgent) -> None:
+async def test_every_metric_has_its_name_type_and_snake_case_labels(agent: RunningAgent) -> None:
     devices = agent.backend.devices()
     plan = [GpuTarget(uuid=d.identity.uuid, power_limit_watts=d.constraints().max_watts) for d in devices]
     agent.loop._adopt({"spec": {"gpus": [t.to_wire() for t in plan], "nodeBudgetWatts": 1.0}})
@@ -91,10 +102,10 @@ async def test_every_metric_has_its_name_type_and_dcgm_labels(agent: RunningAgen
     assert "wattplane_gpu_energy_joules_total" in samples  # counters are exposed with _total
     assert "wattplane_pod_gpu_energy_joules_total" in samples
     for sample in samples["wattplane_gpu_power_watts"]:
-        assert set(sample.labels) == {"gpu", "UUID", "modelName", "Hostname"}
-        assert sample.labels["Hostname"] == NODE
+        assert set(sample.labels) == {"gpu", "uuid", "model_name", "hostname"}
+        assert sample.labels["hostname"] == NODE
     for sample in samples["wattplane_pod_gpu_energy_joules_total"]:
-        assert set(sample.labels) == {"namespace", "pod", "container", "Hostname"}
+        assert set(sample.labels) == {"namespace", "pod", "container", "hostname"}
     # Histograms come with buckets, count and sum.
     buckets = samples["wattplane_agent_apply_duration_seconds_bucket"]
     assert buckets[-1].labels["le"] == "+Inf"
@@ -112,7 +123,7 @@ async def test_gpu_values_match_the_readings_of_the_tick(agent: RunningAgent) ->
     samples = await agent.scrape()
     for device in devices:
         uuid, reading = device.identity.uuid, now[device.identity.uuid]
-        labels = {"gpu": str(device.identity.index), "modelName": device.identity.model, "Hostname": NODE}
+        labels = {"gpu": str(device.identity.index), "model_name": device.identity.model, "hostname": NODE}
         assert one(samples["wattplane_gpu_power_watts"], uuid, **labels) == pytest.approx(reading.power_watts, abs=1e-3)
         assert one(samples["wattplane_gpu_energy_joules_total"], uuid) == pytest.approx(reading.energy_joules, abs=1e-3)
         assert one(samples["wattplane_gpu_power_limit_watts"], uuid) == pytest.approx(reading.power_limit_watts)
@@ -129,7 +140,11 @@ async def test_gpu_values_match_the_readings_of_the_tick(agent: RunningAgent) ->
     assert of_gpu(samples["wattplane_gpu_power_limit_target_watts"], devices[1].identity.uuid) == []
     node_power = samples["wattplane_node_gpu_power_watts"][0]
     assert node_power.value == pytest.approx(sum(r.power_watts for r in now.values()), abs=1e-2)
-    assert "wattplane_node_power_budget_watts" not in samples  # no budget, no series
+    # No budget: the series exist from the start, NaN (so "power > budget" is never true) and set=0.
+    assert math.isnan(samples["wattplane_node_power_budget_watts"][0].value)
+    assert samples["wattplane_node_power_budget_set"][0].value == 0
+    assert samples["wattplane_node_budget_limited_gpus"][0].value == 0
+    assert samples["wattplane_node_budget_feasible"][0].value == 1
 
 
 async def test_pod_energy_is_the_energy_its_gpu_counted(agent: RunningAgent) -> None:
@@ -147,7 +162,7 @@ async def test_pod_energy_is_the_energy_its_gpu_counted(agent: RunningAgent) -> 
             "namespace": pod.namespace,
             "pod": pod.name,
             "container": pod.container,
-            "Hostname": NODE,
+            "hostname": NODE,
         }
         counted = (second[uuid].energy_joules or 0.0) - (first[uuid].energy_joules or 0.0)
         assert counted > 0
@@ -168,6 +183,7 @@ async def test_budget_series_follow_the_budget_loop(agent: RunningAgent) -> None
     await agent.tick()
     samples = await agent.scrape()
     assert samples["wattplane_node_power_budget_watts"][0].value == budget
+    assert samples["wattplane_node_power_budget_set"][0].value == 1
     assert samples["wattplane_node_budget_cuts_total"][0].value == 1
     assert samples["wattplane_node_budget_feasible"][0].value == 1
     limited = samples["wattplane_gpu_power_limit_budget_watts"]
@@ -193,6 +209,7 @@ async def test_errors_are_counted_per_gpu_and_a_lost_gpu_exports_no_stale_values
     errors = samples["wattplane_agent_apply_errors_total"]
     assert one(errors, devices[1].identity.uuid, reason="NoPermission") == 2
     assert one(errors, devices[2].identity.uuid, reason="GpuLost") == 2
+    assert one(errors, devices[0].identity.uuid, reason="NoPermission") == 0  # a healthy GPU's zeros stay
     assert one(samples["wattplane_gpu_state"], devices[1].identity.uuid, state="Error") == 1
     lost = devices[2].identity.uuid
     assert one(samples["wattplane_gpu_state"], lost, state="Error") == 1

@@ -6,15 +6,14 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 from aiohttp import web
+from repodata import SIM_DATA
 from wattplane.carbon.cli import register
 
 Serve = Callable[[web.Application], Awaitable[str]]
 TOKEN = "cli-token-5e5e5e"
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "carbon"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,9 +122,8 @@ async def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--zone" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="shared/data/carbon is not checked out next to the repo")
 async def test_trace_file_now_and_forecast(capsys: pytest.CaptureFixture[str]) -> None:
-    trace = DATA / "sgip_moer_with_forecasts_CAISO_PGE_2020-08_5min.csv.gz"
+    trace = SIM_DATA / "sgip_moer_with_forecasts_CAISO_PGE_2020-08_5min.csv.gz"
     code = await run(["carbon", "now", "--trace", str(trace), "--json"])
     now = json.loads(capsys.readouterr().out)
     assert code == 0

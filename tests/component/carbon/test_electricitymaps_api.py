@@ -6,12 +6,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
+from repodata import TEST_DATA
 from wattplane.carbon import CarbonService, Credentials, RetryPolicy, SourceConfig
 from wattplane.carbon.errors import CarbonZoneMismatchError
 from wattplane.carbon.providers import ElectricityMapsProvider
@@ -20,8 +20,7 @@ from wattplane.carbon.testing import InstantSleep, ManualClock
 Serve = Callable[[web.Application], Awaitable[str]]
 
 TOKEN = "em-s3cret-token-9f8e7d"
-SAMPLE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "carbon"
-SAMPLE = SAMPLE / "electricitymaps_api_history_sample_US-MIDW-MISO.json"
+SAMPLE = TEST_DATA / "electricitymaps_api_history_sample_US-MIDW-MISO.json"  # a recorded API response
 
 
 def _latest(zone: str, value: Any = 302, *, estimated: bool = False) -> dict[str, Any]:
@@ -141,7 +140,6 @@ async def test_latest_sends_token_zone_and_factor_and_parses_the_reading(
     assert req.query["shouldUseFallbackCallerLookup"] == "false"
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="shared/data/carbon is not checked out next to the repo")
 async def test_history_parses_the_real_api_sample(em: str, clock: ManualClock) -> None:
     import aiohttp
     from wattplane.carbon.providers import ProviderContext

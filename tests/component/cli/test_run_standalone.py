@@ -32,7 +32,7 @@ async def limits(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         if family.name == "wattplane_gpu_power_limit_watts":
             for sample in family.samples:
-                out[sample.labels["UUID"]] = sample.value
+                out[sample.labels["uuid"]] = sample.value
     return out
 
 
@@ -70,3 +70,33 @@ async def test_limits_applied_metrics_served_and_restored_on_sigterm(tmp_path: P
             proc.kill()
             await proc.wait()
     assert all(d["power_limit_watts"] == 300.0 for d in read_state_file(state).values())
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+async def test_a_policy_that_selects_no_local_gpu_is_reported_with_the_label_that_would_match(tmp_path: Path) -> None:
+    """``--policy policies/static-cap.yaml`` without ``--label wattplane.io/workload=training`` caps nothing: say so."""
+    state = tmp_path / "gpus.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wattplane.cli.main", "run", "--backend", "sim",
+        "--policy", str(REPO / "policies" / "static-cap.yaml"), "--metrics-port", "0", "--interval", "0.5",
+        "--tick", "0.2", "--journal", str(tmp_path / "journal.json"), "--sim-gpus", "2", "--sim-state", str(state),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        banner = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
+        assert "metrics on" in banner, banner
+        await asyncio.sleep(1.5)  # a few planning rounds and ticks
+        assert all(d["power_limit_watts"] == 300.0 for d in read_state_file(state).values())  # nothing capped
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    warning = err.decode()
+    assert "warning: policy static-cap selects none of the local GPUs (they carry no labels)" in warning, warning
+    assert "--label wattplane.io/workload=training" in warning
+    assert "--annotation wattplane.io/policy=static-cap" in warning

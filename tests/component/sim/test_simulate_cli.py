@@ -34,6 +34,8 @@ VS_KEYS = {
     "fleet_carbon_change",
     "mean_jct_change",
     "p95_jct_change",
+    "p99_jct_change",
+    "max_jct_change",
     "high_priority_jct_change",
     "high_priority_throughput",
     "seconds_over_budget",

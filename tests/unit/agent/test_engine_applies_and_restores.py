@@ -238,6 +238,36 @@ def test_locked_clocks_are_applied_and_restored(backend: SimulatedBackend, journ
     assert (g.state.locked_clocks_mhz, g.state.power_limit_watts) == (None, 300.0)
 
 
+@pytest.mark.parametrize(
+    ("asked", "locked"),
+    [((100, 2500), (210, 1740)), ((1000, 9000), (1000, 1740)), ((2000, 2500), (1740, 1740)), ((0, 100), (210, 210))],
+)
+def test_a_lock_beyond_the_device_is_clamped_and_reported(
+    backend: SimulatedBackend, journal: Journal, asked: tuple[int, int], locked: tuple[int, int]
+) -> None:
+    g = gpus(backend)[0]
+    engine = NodeEngine(backend, journal)
+    plan = [target(g, 200, locked_clocks_mhz=ClockRangeMHz(min_mhz=asked[0], max_mhz=asked[1]))]
+    outcome = engine.reconcile(plan)[g.identity.uuid]
+    assert g.state.locked_clocks_mhz == locked
+    assert (outcome.state, outcome.reason, outcome.error_reason) == ("Applied", "Clamped", None)
+    assert outcome.message == f"clock lock {asked[0]}-{asked[1]} MHz clamped to {locked[0]}-{locked[1]} MHz"
+    clock_writes = g.state.clock_writes
+    assert engine.reconcile(plan)[g.identity.uuid].state == "Applied"
+    assert g.state.clock_writes == clock_writes  # clamped once, then idempotent: no retry storm
+    engine.reconcile([])
+    assert g.state.locked_clocks_mhz is None
+
+
+def test_watts_and_clocks_clamped_together_are_both_reported(backend: SimulatedBackend, journal: Journal) -> None:
+    g = gpus(backend)[0]
+    plan = [target(g, 900, locked_clocks_mhz=ClockRangeMHz(min_mhz=100, max_mhz=1200))]
+    outcome = NodeEngine(backend, journal).reconcile(plan)[g.identity.uuid]
+    assert (g.state.power_limit_watts, g.state.locked_clocks_mhz) == (300.0, (210, 1200))
+    assert outcome.reason == "Clamped"
+    assert outcome.message == "target 900 W clamped to 300 W; clock lock 100-1200 MHz clamped to 210-1200 MHz"
+
+
 def test_a_lock_wattplane_did_not_set_is_kept_and_restored(backend: SimulatedBackend, journal: Journal) -> None:
     g = gpus(backend)[0]
     g.set_locked_clocks_mhz(500, 1500)  # set by the site before wattplane

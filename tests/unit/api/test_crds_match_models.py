@@ -86,8 +86,10 @@ def test_no_forbidden_keyword_anywhere_in_the_raw_text(crd: dict[str, Any]) -> N
 
 def test_names_scope_and_short_names() -> None:
     ep, gn = _load("energypolicies"), _load("gpunodes")
-    assert ep["spec"]["names"]["shortNames"] == ["ep"]
-    assert gn["spec"]["names"]["shortNames"] == ["gn"]
+    # Not "ep": kubectl resolves that to Endpoints. tests/controlplane/test_kubectl_names_and_version.py
+    # checks against the API server's discovery that these collide with nothing.
+    assert ep["spec"]["names"]["shortNames"] == ["epol"]
+    assert gn["spec"]["names"]["shortNames"] == ["gpun"]
     for crd, kind in ((ep, "EnergyPolicy"), (gn, "GpuNode")):
         assert crd["spec"]["group"] == "wattplane.io"
         assert crd["spec"]["scope"] == "Cluster"
@@ -95,6 +97,49 @@ def test_names_scope_and_short_names() -> None:
         version = crd["spec"]["versions"][0]
         assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
         assert version["subresources"] == {"status": {}}
+
+
+def _undescribed(node: dict[str, Any], path: str) -> list[str]:
+    """Paths of the properties below ``node`` that have no (or an empty) description.
+
+    Every property counts, whatever its type. A ``x-kubernetes-preserve-unknown-fields`` blob with no
+    ``properties`` needs a description itself and has nothing below it to describe.
+    """
+    missing: list[str] = []
+    for name, sub in node.get("properties", {}).items():
+        if not str(sub.get("description", "")).strip():
+            missing.append(f"{path}.{name}")
+        missing += _undescribed(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        missing += _undescribed(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        missing += _undescribed(node["additionalProperties"], f"{path}{{}}")
+    return missing
+
+
+def test_every_property_has_a_description(crd: dict[str, Any]) -> None:
+    """`kubectl explain` shows each field's description; none may read ``<no description>``.
+
+    The one exception is the root ``metadata``: the API server refuses a CRD whose schema says
+    anything but ``type: object`` there, and serves ObjectMeta's documented schema in its place.
+    """
+    kind = crd["spec"]["names"]["singular"]
+    assert _root(crd).get("description"), f"{kind} has no description"
+    assert _root(crd)["properties"]["metadata"] == {"type": "object"}
+    missing = [path for path in _undescribed(_root(crd), kind) if path != f"{kind}.metadata"]
+    assert not missing, f"properties without a description (add an attribute docstring in the model): {missing}"
+
+
+def test_the_description_check_finds_an_undescribed_property() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "description": "described"},
+            "b": {"type": "array", "description": "list", "items": {"type": "object", "properties": {"c": {}}}},
+            "d": {"type": "object", "description": " ", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    assert _undescribed(schema, "x") == ["x.b[].c", "x.d"]
 
 
 def test_status_keeps_unknown_fields_for_kopf(crd: dict[str, Any]) -> None:
@@ -165,6 +210,21 @@ def test_limit_ordering_rules_are_enforced_by_the_api_server() -> None:
     assert [r["rule"] for r in clocks["x-kubernetes-validations"]] == ["self.minMHz <= self.maxMHz"]
 
 
+def test_a_policy_needs_a_section_or_dry_run_in_the_schema_and_the_model() -> None:
+    """``spec: {}`` selects every pod and does nothing: the API server and the model both refuse it."""
+    root = _root(_load("energypolicies"))
+    assert root["required"] == ["spec"]
+    (rule,) = root["properties"]["spec"]["x-kubernetes-validations"]
+    for section in ("limits", "efficiency", "carbon", "budget", "stragglers"):
+        assert f"has(self.{section})" in rule["rule"]
+    assert "self.dryRun" in rule["rule"] and "dryRun: true" in rule["message"]
+    for empty in ({}, {"dryRun": False}, {"priority": 5, "selector": {}}, {"limits": None}):
+        with pytest.raises(ValidationError, match="at least one of limits"):
+            EnergyPolicySpec.model_validate(empty)
+    for enough in ({"dryRun": True}, {"limits": {}}, {"budget": {"watts": 100}}, {"stragglers": {}}):
+        EnergyPolicySpec.model_validate(enough)
+
+
 # --- The generated schema and the pydantic model agree -------------------------------------------------
 #
 # jsonschema speaks JSON Schema 2020-12, not the API server's OpenAPI 3.0 dialect, so the schema is
@@ -173,8 +233,9 @@ def test_limit_ordering_rules_are_enforced_by_the_api_server() -> None:
 #   * ``exclusiveMinimum: true``    → 2020-12's numeric ``exclusiveMinimum`` (same for maximum);
 #   * objects with ``properties`` and no ``x-kubernetes-preserve-unknown-fields`` → no unknown fields
 #     (the API server prunes them, or rejects them under ``kubectl``'s strict field validation).
-# What jsonschema cannot check are the CEL ``x-kubernetes-validations`` (min ≤ max): those cases are
-# left out of the agreement table and covered by test_limit_ordering_rules_are_enforced_by_the_api_server.
+# What jsonschema cannot check are the CEL ``x-kubernetes-validations`` (min ≤ max, "a section or
+# dryRun"): those cases are left out of the agreement table (cases below carry ``dryRun: true`` or a
+# section) and covered by the two tests above and, on the real API server, tests/controlplane.
 # Also left out: pydantic's lax coercions ("5" → 5, "yes" → True), which only make the model *more*
 # permissive than the schema; the API server validates before the operator ever parses.
 
@@ -185,22 +246,22 @@ def _validator(crd_name: str) -> jsonschema.Draft202012Validator:
 
 EXCLUSIVE = "relies on the exclusiveMinimum translation"
 POLICY_CASES: list[tuple[dict[str, Any], bool, str]] = [
-    ({}, True, ""),
+    ({"dryRun": True}, True, ""),
     ({"priority": 1000, "dryRun": True}, True, ""),
     ({"limits": {"maxWatts": 200}}, True, ""),
     ({"limits": {"maxFractionOfDefault": 1}}, True, ""),
     ({"limits": {"maxFractionOfDefault": 0.6, "maxWatts": 250, "minWatts": 100}}, True, ""),
-    ({"limits": None}, True, "relies on the nullable translation"),
-    ({"selector": {"podSelector": None}}, True, "relies on the nullable translation"),
+    ({"limits": None, "dryRun": True}, True, "relies on the nullable translation"),
+    ({"selector": {"podSelector": None}, "dryRun": True}, True, "relies on the nullable translation"),
     ({"limits": {"lockedSmClockMHz": {"minMHz": 210, "maxMHz": 1400}}}, True, ""),
     (
-        {"selector": {"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}},
+        {"selector": {"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}, "dryRun": True},
         True,
         "",
     ),
-    ({"priority": 1001}, False, ""),
-    ({"priority": -1001}, False, ""),
-    ({"priority": 1.5}, False, ""),
+    ({"priority": 1001, "dryRun": True}, False, ""),
+    ({"priority": -1001, "dryRun": True}, False, ""),
+    ({"priority": 1.5, "dryRun": True}, False, ""),
     ({"dryRun": 1.5}, False, ""),
     ({"limits": {"maxWatts": 0}}, False, EXCLUSIVE),
     ({"limits": {"minFractionOfDefault": 0}}, False, EXCLUSIVE),
@@ -211,10 +272,14 @@ POLICY_CASES: list[tuple[dict[str, Any], bool, str]] = [
     ({"limits": {"lockedSmClockMHz": {"minMHz": 0, "maxMHz": 20000}}}, False, ""),
     ({"limits": {"maxWats": 200}}, False, "relies on the unknown-field translation"),
     ({"limitz": {}}, False, "relies on the unknown-field translation"),
-    ({"selector": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]}}}, False, ""),
-    ({"selector": {"podSelector": {"matchExpressions": [{"key": "", "operator": "Exists"}]}}}, False, ""),
-    ({"selector": {"podSelector": {"matchLabels": {"a": 1}}}}, False, ""),
-    ({"selector": []}, False, ""),
+    ({"selector": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]}}, "dryRun": True}, False, ""),
+    (
+        {"selector": {"podSelector": {"matchExpressions": [{"key": "", "operator": "Exists"}]}}, "dryRun": True},
+        False,
+        "",
+    ),
+    ({"selector": {"podSelector": {"matchLabels": {"a": 1}}}, "dryRun": True}, False, ""),
+    ({"selector": [], "dryRun": True}, False, ""),
 ]
 
 

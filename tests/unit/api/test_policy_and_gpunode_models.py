@@ -84,9 +84,10 @@ def test_priority_is_bounded(priority: int) -> None:
 
 
 def test_spec_defaults() -> None:
-    spec = EnergyPolicySpec.model_validate({})
+    spec = EnergyPolicySpec.model_validate({"limits": {}})
     assert spec.priority == 0
-    assert spec.limits is None
+    assert spec.limits == PowerLimits()
+    assert spec.efficiency is None and spec.carbon is None
     assert spec.dry_run is False
     assert spec.selector.namespace_selector is None and spec.selector.pod_selector is None
 
@@ -137,11 +138,13 @@ def test_status_tolerates_unknown_fields_kopf_writes() -> None:
 
 def test_whole_objects_tolerate_metadata_and_unknown_top_level_fields() -> None:
     policy = EnergyPolicy.model_validate(
-        {"metadata": {"name": "cap-70", "generation": 4}, "spec": {"priority": 1}, "status": {}, "extra": 1}
+        {"metadata": {"name": "cap-70", "generation": 4}, "spec": {"dryRun": True}, "status": {}, "extra": 1}
     )
     assert policy.name == "cap-70"
     assert policy.generation == 4
-    assert EnergyPolicy.model_validate({}).generation == 0
+    assert EnergyPolicy.model_validate({"spec": {"dryRun": True}}).generation == 0
+    with pytest.raises(ValidationError):
+        EnergyPolicy.model_validate({})  # no spec: refused, as the CRD requires one
     node = GpuNode.model_validate({"metadata": {"name": "node-a"}})
     assert node.name == "node-a"
     assert node.spec == GpuNodeSpec()

@@ -1,4 +1,9 @@
-"""Trace loading on the real files in ../shared/data/carbon, plus the replay clock."""
+"""Trace loading on real files, plus the replay clock.
+
+The Electricity Maps and SGIP-with-forecasts traces are the ones the simulator ships
+(``operator/wattplane/sim/data``); the plain SGIP MOER year and the API sample are represented by
+the small files in ``tests/data`` (see the NOTICE.md in each folder).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from repodata import SIM_DATA, TEST_DATA
 from wattplane.carbon import SignalKind, TraceReplay, load_trace
 from wattplane.carbon.errors import CarbonResponseError, CarbonValueError
 from wattplane.carbon.testing import ManualClock
 from wattplane.carbon.trace import detect_format
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "carbon"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+SGIP_FORECASTS = SIM_DATA / "sgip_moer_with_forecasts_CAISO_PGE_2020-08_5min.csv.gz"
 
 
-@needs_data
 @pytest.mark.parametrize(
     ("name", "zone", "mean_direct", "estimated"),
     [
@@ -28,7 +32,7 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not foun
     ],
 )
 def test_electricitymaps_csv_matches_the_data_readme(name: str, zone: str, mean_direct: int, estimated: int) -> None:
-    series = load_trace(DATA / name)
+    series = load_trace(SIM_DATA / name)
     assert series.format == "electricitymaps-csv" and series.kind is SignalKind.AVERAGE
     assert series.zone == zone and len(series) == 8760 and series.step == timedelta(hours=1)
     assert round(statistics.fmean(series.values)) == mean_direct
@@ -36,45 +40,42 @@ def test_electricitymaps_csv_matches_the_data_readme(name: str, zone: str, mean_
     assert series.times[0].tzinfo is not None and series.times[0].hour == 0
 
 
-@needs_data
 def test_lca_column_is_higher_than_direct() -> None:
-    direct = load_trace(DATA / "electricitymaps_DE-LU_2022_hourly.csv")
-    lca = load_trace(DATA / "electricitymaps_DE-LU_2022_hourly.csv", column="lca")
+    direct = load_trace(SIM_DATA / "electricitymaps_DE-LU_2022_hourly.csv")
+    lca = load_trace(SIM_DATA / "electricitymaps_DE-LU_2022_hourly.csv", column="lca")
     assert direct.values[0] == 163.46 and lca.values[0] == 213.79
     assert round(statistics.fmean(lca.values)) == 478
 
 
-@needs_data
 def test_sgip_moer_is_converted_from_kg_to_g() -> None:
-    series = load_trace(DATA / "sgip_moer_CAISO_PGE_2020_5min.csv")
+    # The first eight days of the 2020 file: its first row and the year's maximum (0.66375 kg/kWh).
+    series = load_trace(TEST_DATA / "sgip_moer_CAISO_PGE_2020-01-01_to_08_5min.csv")
     assert series.format == "sgip-moer" and series.kind is SignalKind.MARGINAL
-    assert len(series) == 105_408 and series.step == timedelta(minutes=5)
+    assert len(series) == 8 * 288 and series.step == timedelta(minutes=5)
     assert series.values[0] == pytest.approx(220.925923834555)
     assert series.times[0] == datetime(2020, 1, 1, tzinfo=UTC)
-    assert series.times[-1] == datetime(2020, 12, 31, 23, 55, tzinfo=UTC)
-    assert max(series.values) == pytest.approx(664, abs=0.5)
+    assert series.times[-1] == datetime(2020, 1, 8, 23, 55, tzinfo=UTC)
+    assert max(series.values) == pytest.approx(663.75) and min(series.values) == 0
+    assert series.times[series.values.index(max(series.values))] == datetime(2020, 1, 8, 15, 10, tzinfo=UTC)
 
 
-@needs_data
 def test_sgip_with_forecasts_from_gzip() -> None:
-    series = load_trace(DATA / "sgip_moer_with_forecasts_CAISO_PGE_2020-08_5min.csv.gz")
+    series = load_trace(SGIP_FORECASTS)
     assert series.format == "sgip-moer-forecasts" and len(series) == 9504
     assert series.forecasts is not None and all(len(f) == 36 for f in series.forecasts[:10])
     assert series.forecasts[0][0] == pytest.approx(371.9006767037296)
     assert series.times[0] == datetime(2020, 7, 31, tzinfo=UTC)
 
 
-@needs_data
 def test_api_history_json_sample() -> None:
-    series = load_trace(DATA / "electricitymaps_api_history_sample_US-MIDW-MISO.json")
+    series = load_trace(TEST_DATA / "electricitymaps_api_history_sample_US-MIDW-MISO.json")
     assert series.zone == "US-MIDW-MISO" and len(series) == 24 and series.values[0] == 501
     assert series.estimated is not None and series.estimated[0] is True
 
 
-@needs_data
 def test_detect_format_reads_only_the_header() -> None:
-    assert detect_format(DATA / "sgip_moer_with_forecasts_CAISO_PGE_2020-08_5min.csv.gz") == "sgip-moer-forecasts"
-    assert detect_format(DATA / "electricitymaps_ZA_2023_hourly.csv") == "electricitymaps-csv"
+    assert detect_format(SGIP_FORECASTS) == "sgip-moer-forecasts"
+    assert detect_format(SIM_DATA / "electricitymaps_ZA_2023_hourly.csv") == "electricitymaps-csv"
 
 
 def test_plain_csv_and_its_errors(tmp_path: Path) -> None:
@@ -150,9 +151,8 @@ def test_replay_rejects_bad_parameters(tmp_path: Path) -> None:
         TraceReplay(series, start_offset=timedelta(seconds=-1))
 
 
-@needs_data
 def test_replay_of_recorded_sgip_forecast(tmp_path: Path) -> None:
-    series = load_trace(DATA / "sgip_moer_with_forecasts_CAISO_PGE_2020-08_5min.csv.gz")
+    series = load_trace(SGIP_FORECASTS)
     clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
     replay = TraceReplay(series, speedup=60, start_offset=timedelta(minutes=5), clock=clock)
     reading = replay.reading(zone="SGIP_CAISO_PGE", include_forecast=True, horizon=timedelta(hours=3))

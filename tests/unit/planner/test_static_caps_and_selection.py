@@ -184,13 +184,47 @@ def test_locked_clocks_travel_with_the_target() -> None:
 # --- selection -----------------------------------------------------------------------------------------
 
 
-def test_a_policy_without_limits_sets_nothing_and_says_so() -> None:
-    result = run([gpu()], [pod()], [policy("observe")])
+def test_an_observe_only_policy_sets_nothing_and_says_so() -> None:
+    result = run([gpu()], [pod()], [policy("observe", dryRun=True)])
     assert result.nodes["node-a"] == ()
     report = result.policies["observe"]
-    assert report.reason == "NothingToEnforce"
+    assert report.reason == "ObserveOnly"
     assert report.pods == ("ml/p0",)
     assert report.gpus == 0 and report.allocated_watts == 0
+
+
+def test_an_observe_only_policy_never_takes_a_pod_from_a_capping_one() -> None:
+    """The empty-policy takeover: a no-section policy at priority 0 beat a cap at -5 and uncapped the pod."""
+    policies = [
+        policy("observe", dryRun=True),  # empty selector: selects every pod, priority 0
+        policy("inference-cap", priority=-5, limits={"maxWatts": 150}),
+    ]
+    result = run([gpu()], [pod()], policies)
+    (target,) = result.nodes["node-a"]
+    assert (target.policy, target.power_limit_watts, target.section) == ("inference-cap", 150.0, "limits")
+    assert result.policies["inference-cap"].pods == ("ml/p0",)
+    assert result.policies["inference-cap"].shadowed_pods == ()
+    assert result.policies["observe"].pods == ("ml/p0",)
+
+
+def test_a_spec_without_sections_is_refused_and_never_governs_if_built_anyway() -> None:
+    with pytest.raises(ValueError, match="at least one of limits"):
+        EnergyPolicySpec.model_validate({})
+    unchecked = PolicyView(name="empty", spec=EnergyPolicySpec.model_construct(), generation=1)
+    result = run([gpu()], [pod()], [unchecked, policy("cap", priority=-5, limits={"maxWatts": 150})])
+    assert only_target_watts(result) == 150.0
+    assert result.policies["empty"].reason == "NothingToEnforce"
+
+
+def test_the_loser_says_which_pods_it_lost_and_to_whom() -> None:
+    pods = [pod(f"p{i}") for i in range(7)]
+    gpus = [gpu(f"GPU-{i}", index=i, pods=[(NS, f"p{i}")]) for i in range(7)]
+    policies = [policy("low", limits={"maxWatts": 150}), policy("high", priority=10, limits={"maxWatts": 250})]
+    result = run(gpus, pods, policies)
+    loser = result.policies["low"]
+    assert loser.shadowed_by == tuple((f"ml/p{i}", "high") for i in range(7))
+    assert "7 selected pod(s) governed by a higher-ranked policy: ml/p0 by high," in loser.message
+    assert "ml/p4 by high and 2 more" in loser.message
 
 
 def test_opt_out_pod_is_left_alone() -> None:

@@ -9,7 +9,8 @@ Energy per job step is counted for each pod as compute power × compute time (th
 power over the pod's own compute time) with the pods waiting at 0 W: the lower bound on savings,
 since a GPU waiting in a collective really draws a good part of its compute power.
 
-Data: ``shared/data/gpu/zeus_summary_power_a40.csv`` (ml-energy/zeus, Apache-2.0).
+Data: ``zeus_summary_power_a40.csv`` as packaged with the agent (``agent/wattplane/agent/gpu/data``;
+ml-energy/zeus, Apache-2.0, see the NOTICE.md there).
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from repodata import GPU_DATA
 from wattplane.api.v1alpha1.energypolicy import StragglerSpec
 from wattplane.planner.snapshot import PodKey
 from wattplane.planner.stragglers import CapDecision, Hold, advance_caps, decide_caps
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "gpu" / "zeus_summary_power_a40.csv"
+DATA = GPU_DATA / "zeus_summary_power_a40.csv"
 PODS: tuple[PodKey, ...] = tuple(("team", f"train-{i}") for i in range(4))
 SLOW = PODS[0]
 FACTOR = {SLOW: 0.85, **{p: 1.0 for p in PODS[1:]}}
@@ -59,7 +60,7 @@ class Curve:
 
 def load_a40() -> list[Curve]:
     if not DATA.is_file():
-        raise FileNotFoundError(f"Zeus trace {DATA} is missing: these tests need shared/data next to the checkout")
+        raise FileNotFoundError(f"Zeus trace {DATA} is missing from the agent package")
     grouped: dict[str, dict[float, tuple[float, float]]] = defaultdict(dict)
     with DATA.open(newline="") as handle:
         for row in csv.DictReader(handle):

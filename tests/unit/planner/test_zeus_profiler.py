@@ -5,8 +5,8 @@ profile currently probes; the test checks that the online sweep measures those n
 the limit that an offline search of the same cost over the trace picks. The offline optimum is
 computed here from the CSV with plain arithmetic, independently of ``choose_limit``.
 
-Data: ``shared/data/gpu/zeus_summary_power_{a40,v100}.csv`` next to the repository (ml-energy/zeus,
-Apache-2.0; see shared/data/README.md).
+Data: ``zeus_summary_power_{a40,v100}.csv`` as packaged with the agent (``agent/wattplane/agent/gpu/data``;
+ml-energy/zeus, Apache-2.0, see the NOTICE.md there).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from repodata import GPU_DATA
 from wattplane.api.v1alpha1.energypolicy import EfficiencySpec, JobProfile, ProfilePoint
 from wattplane.planner.efficiency import (
     MAX_POINTS,
@@ -32,7 +32,6 @@ from wattplane.planner.efficiency import (
     oracle_limit,
 )
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "gpu"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -65,12 +64,9 @@ class Curve:
 
 
 def load_curves(gpu: str) -> list[Curve]:
-    path = DATA / f"zeus_summary_power_{gpu}.csv"
+    path = GPU_DATA / f"zeus_summary_power_{gpu}.csv"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"Zeus trace {path} is missing: these tests need the shared data directory "
-            "(shared/data/gpu next to the repository checkout)"
-        )
+        raise FileNotFoundError(f"Zeus trace {path} is missing from the agent package")
     grouped: dict[str, dict[float, tuple[float, float]]] = defaultdict(dict)
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):

@@ -76,6 +76,16 @@ class GpuDevice(Protocol):
         """Sample power, energy, limit, clocks, utilisation and temperature."""
         ...
 
+    def locked_clock_range_mhz(self) -> tuple[int, int] | None:
+        """The lowest and highest SM clock a lock may name, or ``None`` when the device cannot say.
+
+        The engine clamps a planned clock lock into this range before writing it, as it clamps watts
+        into :meth:`constraints`: the operator plans from the policy and never sees the device's
+        clock table. ``None`` (no list, or a board that cannot lock clocks) leaves the decision to the
+        device.
+        """
+        ...
+
     def set_power_limit_watts(self, watts: float) -> None:
         """Set the power limit; raises :class:`GpuInvalidArgumentError` outside the constraints."""
         ...

@@ -65,3 +65,19 @@ class GpuDriverError(GpuError):
     """Any other driver-level failure (library missing, timeout, unknown code)."""
 
     reason = "DriverError"
+
+
+#: Every reason a backend can report, for metrics that list each one from the start (zeros included).
+ERROR_REASONS: tuple[str, ...] = tuple(
+    cls.reason
+    for cls in (
+        GpuError,
+        GpuNoPermissionError,
+        GpuNotSupportedError,
+        GpuInvalidArgumentError,
+        GpuLostError,
+        GpuUninitializedError,
+        GpuNotFoundError,
+        GpuDriverError,
+    )
+)

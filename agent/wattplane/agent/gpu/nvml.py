@@ -382,6 +382,11 @@ class NvmlGpu:
                 f"{target_mw} mW (another actor or an out-of-band limiter may have intervened)"
             )
 
+    def locked_clock_range_mhz(self) -> tuple[int, int] | None:
+        """The lowest and highest supported graphics clock (over all memory clocks), ``None`` if unlisted."""
+        supported = self.supported_graphics_clocks_mhz()
+        return (min(supported), max(supported)) if supported else None
+
     def set_locked_clocks_mhz(self, min_mhz: int, max_mhz: int) -> None:
         """Lock the graphics clock into ``[min_mhz, max_mhz]`` (Volta+, needs CAP_SYS_ADMIN).
 

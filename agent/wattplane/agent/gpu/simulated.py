@@ -219,6 +219,12 @@ class SimulatedGpu:
             self.state.power_limit_writes += 1
         self.on_change()
 
+    def locked_clock_range_mhz(self) -> tuple[int, int] | None:
+        """The model's SM clock range; ``None`` on boards that cannot lock clocks (they refuse any lock)."""
+        if not self.model.supports_locked_clocks:
+            return None
+        return (self.model.min_sm_clock_mhz, self.model.max_sm_clock_mhz)
+
     def set_locked_clocks_mhz(self, min_mhz: int, max_mhz: int) -> None:
         """Lock the SM clock into a range the model supports (Volta and newer)."""
         self._fail_if_faulty("clocks")

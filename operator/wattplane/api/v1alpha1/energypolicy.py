@@ -19,7 +19,7 @@ CRD = CrdInfo(
     kind="EnergyPolicy",
     plural="energypolicies",
     singular="energypolicy",
-    short_names=("ep",),
+    short_names=("epol",),
     printer_columns=(
         PrinterColumn("Priority", "integer", ".spec.priority"),
         PrinterColumn("DryRun", "boolean", ".spec.dryRun"),
@@ -223,10 +223,16 @@ def _default_curve() -> CarbonCurve:
 
 
 class CarbonSpec(ApiModel):
-    """Chase-style carbon-aware power: efficient when the grid is dirty, fast when it is clean.
+    """Carbon-aware power: run efficient when the grid is dirty, fast when it is clean.
 
-    Limit = efficient + w * (max - efficient), where the efficient limit is the job's Zeus optimum
-    when the ``efficiency`` section has profiled it, else ``efficientFractionOfDefault`` of the default.
+    ``mode: Budgeted`` gives every job a power schedule within its own slowdown budget
+    (``maxSlowdown``, or the pod's ``wattplane.io/max-slowdown``): each round the planner spends the
+    budget where the forecast carbon is highest, on the job's measured (Zeus) or prior power curve,
+    and keeps the job's account in status.
+
+    ``mode: Curve`` is Chase's rule: limit = efficient + w * (max - efficient), with w from ``curve``;
+    the efficient limit is the job's Zeus optimum when the ``efficiency`` section has profiled it, else
+    ``efficientFractionOfDefault`` of the default.
     """
 
     model_config = ConfigDict(
@@ -244,6 +250,12 @@ class CarbonSpec(ApiModel):
 
     source: CarbonSourceRef
     """The signal."""
+    mode: Literal["Curve", "Budgeted"] = "Curve"
+    """``Budgeted``: per-job power schedules within each job's slowdown budget (``maxSlowdown``).
+    ``Curve``: Chase's intensity-to-weight curve."""
+    max_slowdown: float = Field(default=0.025, gt=0, le=1)
+    """``Budgeted`` mode: how much longer than uncapped a job may take, as a fraction of its uncapped
+    run time (0.025: at most 2.5 % slower). A pod's ``wattplane.io/max-slowdown`` overrides it."""
     curve: CarbonCurve = Field(default_factory=_default_curve)
     """Intensity (or its forecast percentile) → weight w."""
     lookahead_hours: float = Field(default=24.0, gt=0, le=72)
@@ -290,8 +302,33 @@ class StragglerSpec(ApiModel):
     """How far a fast pod's limit moves per planning round."""
 
 
+#: The sections that make a policy do something; a policy needs one of them, or ``dryRun: true``.
+ENFORCING_SECTIONS = ("limits", "efficiency", "carbon", "budget", "stragglers")
+#: Why a policy without any of them is refused (the CRD's CEL rule says the same).
+NO_SECTION_MESSAGE = (
+    "a policy needs at least one of limits, efficiency, carbon, budget or stragglers "
+    "(or dryRun: true to only observe the pods it selects)"
+)
+
+
 class EnergyPolicySpec(ApiModel):
-    """Desired behaviour. Sections are optional and compose (tightest limit wins)."""
+    """Desired behaviour. Sections compose (tightest limit wins); at least one, or dryRun: true, is required."""
+
+    # Why one is required: a policy with none would still select pods (an empty selector selects them
+    # all) and, at its priority, take them from the policies that do set limits, while doing nothing.
+    model_config = ConfigDict(
+        **{
+            "json_schema_extra": {
+                "x-kubernetes-validations": [
+                    {
+                        "rule": " || ".join(f"has(self.{s})" for s in ENFORCING_SECTIONS)
+                        + " || (has(self.dryRun) && self.dryRun)",
+                        "message": NO_SECTION_MESSAGE,
+                    },
+                ]
+            }
+        }
+    )
 
     selector: PolicySelector = Field(default_factory=PolicySelector)
     """Pods governed by this policy."""
@@ -309,6 +346,12 @@ class EnergyPolicySpec(ApiModel):
     """Perseus-style slow-down of pods that wait for a straggler."""
     dry_run: bool = False
     """Plan and report only; never touch devices."""
+
+    @model_validator(mode="after")
+    def _does_something(self) -> EnergyPolicySpec:
+        if not self.dry_run and all(getattr(self, s) is None for s in ENFORCING_SECTIONS):
+            raise ValueError(NO_SECTION_MESSAGE)
+        return self
 
 
 class CarbonStatus(LenientApiModel):
@@ -345,6 +388,19 @@ class BudgetStatus(LenientApiModel):
     """Nodes covered."""
     cut_gpus: int = 0
     """GPUs limited below what other sections allow, to fit the budget."""
+
+
+#: Shadowed pods listed by name in a policy's status (the count covers them all).
+SHADOWED_LISTED = 20
+
+
+class ShadowedPod(LenientApiModel):
+    """A pod the policy selects but does not govern: a higher-ranked policy does."""
+
+    pod: str
+    """``namespace/name``."""
+    governed_by: str
+    """The EnergyPolicy that governs the pod instead (higher ``priority``, or same and earlier name)."""
 
 
 class ProfilePoint(LenientApiModel):
@@ -387,6 +443,54 @@ class JobProfile(LenientApiModel):
     """Human-readable state."""
 
 
+class LimitSeconds(LenientApiModel):
+    """Time a job's GPUs spent at one power limit."""
+
+    watts: float
+    """The power limit, watts."""
+    seconds: float
+    """Seconds spent at it."""
+
+
+class PlannedLimit(LenientApiModel):
+    """One step of a job's planned power schedule."""
+
+    start: str
+    """When the step begins (RFC 3339)."""
+    watts: float
+    """The limit planned from then on, watts."""
+
+
+class JobCarbonBudget(LenientApiModel):
+    """A job's slowdown account under a ``Budgeted`` carbon policy.
+
+    The account is the time the job spent at each limit; what that time cost in slowdown is worked out
+    each round on the job's best known curve (its Zeus profile once measured, a prior before), so a
+    better curve corrects the past too. Kept in status so a restarted operator continues the account.
+    """
+
+    job: str
+    """``namespace/job``."""
+    gpu_model: str
+    """GPU model of the job's GPUs."""
+    max_slowdown: float = 0.0
+    """The job's slowdown budget, fraction of its uncapped run time."""
+    time_at_limits: list[LimitSeconds] = Field(default_factory=list, max_length=128)
+    """Seconds the job's GPUs spent at each limit since the account was opened."""
+    updated_at: str | None = None
+    """When the account was last brought up to date (RFC 3339)."""
+    used_seconds: float = 0.0
+    """Run time lost against running uncapped so far, seconds."""
+    allowed_seconds: float = 0.0
+    """Budget earned so far: ``maxSlowdown`` times the uncapped-equivalent run time, seconds."""
+    curve: str = ""
+    """Which curve priced the account: ``profile`` (measured) or ``prior``."""
+    planned: list[PlannedLimit] = Field(default_factory=list, max_length=48)
+    """The limits planned for the coming hours (re-planned every round)."""
+    message: str = ""
+    """Why the job runs where it runs."""
+
+
 class EnergyPolicyStatus(LenientApiModel):
     """What the operator observed and decided. Written by the operator only."""
 
@@ -409,6 +513,10 @@ class EnergyPolicyStatus(LenientApiModel):
     """Sum of the measured power of the governed GPUs, watts."""
     pods: list[str] = Field(default_factory=list, max_length=200)
     """``namespace/name`` of governed pods (first 200)."""
+    shadowed_pods: int = 0
+    """Pods this policy selects that a higher-ranked policy governs (it sets nothing on them)."""
+    shadowed: list[ShadowedPod] = Field(default_factory=list, max_length=SHADOWED_LISTED)
+    """The first of ``shadowedPods`` by name, each with the policy that governs it."""
     matched_jobs: int = 0
     """Jobs (pods grouped by ``wattplane.io/job`` or owner) this policy governs now."""
     carbon: CarbonStatus | None = None
@@ -417,6 +525,8 @@ class EnergyPolicyStatus(LenientApiModel):
     """How the budget was shared out in the last plan."""
     profiles: list[JobProfile] = Field(default_factory=list, max_length=500)
     """Zeus profiles per (job, GPU model); kept here so an operator restart loses nothing."""
+    carbon_budgets: list[JobCarbonBudget] = Field(default_factory=list, max_length=500)
+    """Slowdown accounts of the jobs a ``Budgeted`` carbon policy governs; an operator restart continues them."""
     energy_joules: float = 0.0
     """Energy of the governed GPUs since the policy was created, joules (monotonic)."""
     carbon_grams: float = 0.0
@@ -429,7 +539,8 @@ class EnergyPolicy(LenientApiModel):
     api_version: str = CRD.api_version
     kind: str = CRD.kind
     metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: EnergyPolicySpec = Field(default_factory=EnergyPolicySpec)
+    spec: EnergyPolicySpec
+    """Required: a policy without one would do nothing (the CRD requires it too)."""
     status: EnergyPolicyStatus = Field(default_factory=EnergyPolicyStatus)
 
     @property

@@ -19,7 +19,7 @@ CRD = CrdInfo(
     kind="GpuNode",
     plural="gpunodes",
     singular="gpunode",
-    short_names=("gn",),
+    short_names=("gpun",),
     printer_columns=(
         PrinterColumn("Backend", "string", ".status.backend"),
         PrinterColumn("GPUs", "integer", ".status.gpuCount"),
@@ -31,6 +31,10 @@ CRD = CrdInfo(
         PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
     ),
 )
+
+
+#: The EnergyPolicy sections that propose GPU limits.
+PolicySection = Literal["limits", "efficiency", "carbon", "stragglers", "budget"]
 
 
 class GpuTarget(ApiModel):
@@ -50,8 +54,20 @@ class GpuTarget(ApiModel):
     """Pod priority (higher is cut later by the node budget loop)."""
     reason: str = ""
     """Human-readable explanation of the value."""
+    section: PolicySection | None = None
+    """The policy section whose proposal is the limit (the tightest one, or the budget's cut)."""
     dry_run: bool = False
     """Report only: the agent must not touch the device."""
+
+
+class BudgetPriority(ApiModel):
+    """Where one GPU stands in the node budget's cut order."""
+
+    uuid: str = Field(min_length=1, max_length=96)
+    """NVML UUID of the board."""
+    priority: int = Field(ge=-1, le=1000)
+    """Higher is cut later: -1 a GPU without pods, then the pods' ``wattplane.io/priority`` (low 0,
+    normal 500, high 1000); inference pods count as high."""
 
 
 class GpuNodeSpec(ApiModel):
@@ -64,7 +80,14 @@ class GpuNodeSpec(ApiModel):
     ttl_seconds: int = Field(default=600, ge=10, le=86400)
     """If the plan is not renewed within this time the agent restores device defaults (fail-safe)."""
     node_budget_watts: float | None = Field(default=None, gt=0)
-    """Power budget for all GPUs of the node, enforced locally by the agent."""
+    """Power budget for all GPUs of the node. The operator sets this share; the agent alone decides
+    which GPUs to hold below their target to stay under it, on measured power, every tick."""
+    budget_priorities: list[BudgetPriority] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["uuid"]},
+    )
+    """The cut order of the node's GPUs under ``nodeBudgetWatts`` (absent without a budget). It follows
+    the pods and their annotations, not power, so it changes only when they do."""
     gpus: list[GpuTarget] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["uuid"]},
@@ -76,36 +99,53 @@ class PowerConstraintsWatts(ApiModel):
     """The device's accepted power-limit range and its boot default."""
 
     min_watts: float
+    """Lowest power limit the device accepts, watts."""
     max_watts: float
+    """Highest power limit the device accepts, watts."""
     default_watts: float
+    """The device's default (boot) power limit, watts; the reference for ``*FractionOfDefault``."""
 
 
 class PodRef(ApiModel):
     """The pod (and container) a GPU is allocated to."""
 
     namespace: str
+    """Namespace of the pod."""
     name: str
+    """Name of the pod."""
     uid: str = ""
+    """UID of the pod (tells a re-created pod of the same name apart)."""
     container: str = ""
+    """The container the GPU is allocated to (empty when unknown)."""
 
 
 class GpuStatus(LenientApiModel):
     """One GPU as the agent last saw it."""
 
     index: int
+    """NVML device index on the node (``nvidia-smi -i``); not stable across reboots, ``uuid`` is."""
     uuid: str
+    """NVML UUID of the board; what ``spec.gpus[].uuid`` refers to."""
     model: str
+    """Product name as NVML reports it, e.g. ``NVIDIA A100-SXM4-80GB``."""
     mig_enabled: bool = False
+    """MIG mode is on: the board is split into instances and its power limit is left alone."""
     power_limit_watts: float
+    """Power limit the device enforces now, watts."""
     constraints: PowerConstraintsWatts
+    """The power-limit range the device accepts and its default limit."""
     power_watts: float
+    """Measured board power draw, watts."""
     energy_joules: float | None = None
     """Monotonic energy counter, joules."""
     sm_clock_mhz: int | None = Field(default=None, alias="smClockMHz")
+    """Current SM (graphics) clock, MHz."""
     utilization: float | None = None
     """GPU utilisation, ratio 0-1."""
     temperature_celsius: float | None = None
+    """GPU core temperature, degrees Celsius."""
     throttle_reasons: list[str] = Field(default_factory=list)
+    """Active NVML clock-event reasons by name (``SwPowerCap``, ``HwSlowdown``, ``GpuIdle``, ...)."""
     target_watts: float | None = None
     """Limit the plan asks for (after clamping), watts; absent when no target applies."""
     budget_limit_watts: float | None = None
@@ -115,20 +155,26 @@ class GpuStatus(LenientApiModel):
     reason: str = ""
     """CamelCase reason for the state: NodeBudget, Clamped, Restored, or the error (NoPermission, GpuLost, ...)."""
     message: str = ""
+    """Human-readable detail for ``state`` and ``reason`` (what was clamped, which call failed)."""
     stale: bool = False
     """The GPU could not be read this time; its measurements are from the last successful read."""
     pods: list[PodRef] = Field(default_factory=list)
+    """Pods (and containers) the GPU is allocated to, as the kubelet's PodResources API reports them."""
 
 
 class PodEnergy(ApiModel):
     """Energy attributed to one pod's (container's) GPUs since the agent first saw it."""
 
     namespace: str
+    """Namespace of the pod."""
     name: str
+    """Name of the pod."""
     uid: str = ""
+    """UID of the pod."""
     container: str = ""
     """The container holding the GPUs (empty when unknown)."""
     energy_joules: float
+    """GPU energy attributed to the pod since the agent first saw it, joules (monotonic)."""
 
 
 class GpuNodeStatus(LenientApiModel):
@@ -139,16 +185,24 @@ class GpuNodeStatus(LenientApiModel):
     backend: str = ""
     """``nvml`` or ``sim``."""
     heartbeat: datetime | None = None
+    """When the agent last wrote this status; an old heartbeat means the agent is gone."""
     observed_plan_generation: int | None = None
+    """The ``spec.planGeneration`` the agent last applied."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    """``Ready`` (every GPU answers and applies), ``BudgetMet`` (node within its budget), with reasons."""
     gpu_count: int = 0
+    """GPUs the agent's backend sees on the node."""
     targeted_gpus: int = 0
+    """GPUs running at (or, in dry run, reporting) a policy target."""
     node_power_watts: float = 0.0
+    """Measured power of the node's GPUs that answered this time, watts."""
     gpus: list[GpuStatus] = Field(default_factory=list)
+    """Per-GPU state, as last read."""
     pod_energy: list[PodEnergy] = Field(default_factory=list)
+    """GPU energy attributed per pod (and container) since the agent first saw it."""
 
 
 class GpuNode(LenientApiModel):

@@ -1,0 +1,152 @@
+"""``wattplane explain pod`` and ``wattplane status``: rendering from the objects the cluster holds.
+
+The fetch is a thin layer over the API; these tests feed the renderers the same objects (as the API
+returns them) and read the text a user reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wattplane.api.v1alpha1.gpunode import GpuNode
+from wattplane.cli.fleetview import UNSETTLED_NOTE, measured_by_policy, policy_from_api, render_explain, render_status
+
+INFERENCE = {"wattplane.io/workload": "inference"}
+
+
+def pod(annotations: dict[str, str] | None = None, phase: str = "Running") -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ml", "name": "llm-0", "labels": dict(INFERENCE), "annotations": annotations or {}},
+        "spec": {"nodeName": "node-a"},
+        "status": {"phase": phase},
+    }
+
+
+def ep(name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "generation": 1}, "spec": spec, "status": status or {}}
+
+
+def gpu_status(
+    uuid: str = "GPU-0", *, limit: float = 300.0, power: float = 280.0, pod_name: str = "llm-0"
+) -> dict[str, Any]:
+    return {
+        "index": int(uuid.rsplit("-", 1)[1]),
+        "uuid": uuid,
+        "model": "A40",
+        "powerLimitWatts": limit,
+        "constraints": {"minWatts": 100.0, "maxWatts": 300.0, "defaultWatts": 300.0},
+        "powerWatts": power,
+        "pods": [{"namespace": "ml", "name": pod_name}],
+    }
+
+
+def node(targets: list[dict[str, Any]], gpus: list[dict[str, Any]], *, plan: int = 3, observed: int = 3) -> GpuNode:
+    return GpuNode.model_validate(
+        {
+            "metadata": {"name": "node-a"},
+            "spec": {"planGeneration": plan, "gpus": targets},
+            "status": {"observedPlanGeneration": observed, "gpuCount": len(gpus), "gpus": gpus},
+        }
+    )
+
+
+SELECT_INFERENCE = {"podSelector": {"matchLabels": INFERENCE}}
+POLICIES = [
+    ep("serving-fast", {"selector": SELECT_INFERENCE, "priority": 10, "limits": {"maxWatts": 250}}),
+    ep("inference-cap", {"selector": SELECT_INFERENCE, "priority": -5, "limits": {"maxWatts": 150}}),
+    ep("watch", {"dryRun": True}),
+    ep("broken", {}),  # stored before the API server refused it
+    ep("rack", {"budget": {"watts": 900, "nodeSelector": {"matchLabels": {"rack": "r1"}}}}),
+    ep("other-team", {"selector": {"podSelector": {"matchLabels": {"team": "cv"}}}, "limits": {"maxWatts": 100}}),
+]
+
+
+def test_explain_tells_who_governs_who_is_shadowed_what_binds_and_what_would_change_it() -> None:
+    target = {
+        "uuid": "GPU-0",
+        "powerLimitWatts": 250,
+        "policy": "serving-fast",
+        "job": "ml/llm-0",
+        "reason": "EnergyPolicy serving-fast: maxWatts 250 W",
+        "section": "limits",
+    }
+    text = render_explain(
+        pod({"wattplane.io/priority": "urgent"}),
+        node([target], [gpu_status(limit=250, power=240)]),
+        POLICIES,
+        namespace_labels={},
+        node_labels={"rack": "r1"},
+    )
+    lines = text.splitlines()
+    assert lines[0] == "pod ml/llm-0 on node node-a"
+    assert any(line.startswith("annotation problem: wattplane.io/priority='urgent' is invalid") for line in lines)
+    assert "governed by EnergyPolicy serving-fast (priority 10; limits): its selector matches" in lines
+    shadowed = next(line for line in lines if line.startswith("also selected by"))
+    assert "inference-cap (priority -5; limits)" in shadowed and "other-team" not in shadowed
+    assert "observed by (dry run, no section): watch" in lines
+    assert "node covered by the budget of EnergyPolicy rack (900 W)" in lines
+    assert any("invalid spec" in line and "broken" in line for line in lines)
+    assert "  target 250 W from policy serving-fast, job ml/llm-0" in lines
+    assert "  binding section: limits" in lines
+    assert any(line.startswith("  what would change it: the policy's limits") for line in lines)
+
+
+def test_explain_says_an_opted_out_pod_opted_out() -> None:
+    text = render_explain(pod({"wattplane.io/opt-out": "true"}), node([], [gpu_status()]), POLICIES, {}, {})
+    assert "opted out (wattplane.io/opt-out: true)" in text
+    assert "no target: the pod opted out" in text
+    assert "no policy governs this GPU" not in text
+    assert "governed by" not in text and "also selected by" not in text
+
+
+def test_explain_names_a_governing_policy_that_set_nothing_and_a_budget_cut() -> None:
+    zeus = [ep("zeus", {"selector": SELECT_INFERENCE, "efficiency": {}})]
+    text = render_explain(pod(), node([], [gpu_status()]), zeus, {}, {})
+    assert "governed by EnergyPolicy zeus (priority 0; efficiency)" in text
+    assert "no target: policy zeus governs the pod but set no limit here" in text
+    cut = {
+        "uuid": "GPU-0",
+        "powerLimitWatts": 180,
+        "policy": "rack",
+        "reason": "EnergyPolicy rack: budget 900 W over 1 node(s) → 180 W (was 250 W: ...)",
+        "section": "budget",
+    }
+    text = render_explain(pod(), node([cut], [gpu_status(limit=180, power=175)]), POLICIES, {}, {"rack": "r1"})
+    assert "  binding section: budget" in text
+    assert "raise budget.watts" in text and "wattplane.io/priority: high" in text
+
+
+def test_explain_names_a_missing_opt_in_policy_and_no_policy_at_all() -> None:
+    text = render_explain(pod({"wattplane.io/policy": "typo-cap"}), node([], [gpu_status()]), [], {}, None)
+    assert "wattplane.io/policy names 'typo-cap', but no such EnergyPolicy exists" in text
+    assert "no policy that sets limits selects this pod" in text
+    assert "no target: no policy governs this GPU" in text
+
+
+def test_status_measures_from_the_agents_and_stars_measurements_older_than_the_plan() -> None:
+    """Right after an apply: allocated 150 W, the agent still reports the old 300 W limit and draw."""
+    policies = [
+        policy_from_api(ep("inference-cap", POLICIES[1]["spec"], {"allocatedWatts": 150, "measuredWatts": 290}))
+    ]
+    target = {"uuid": "GPU-0", "powerLimitWatts": 150, "policy": "inference-cap"}
+    before = node([target], [gpu_status(limit=300, power=290)], plan=4, observed=3)
+    text = render_status([before], policies)
+    row = next(line for line in text.splitlines() if line.startswith("inference-cap"))
+    assert row.split()[5:7] == ["150", "290*"], row
+    assert text.endswith(UNSETTLED_NOTE)
+    # Plan confirmed, limit taken, but the draw is still the old average: still starred.
+    assert measured_by_policy([node([target], [gpu_status(limit=150, power=290)])])["inference-cap"].unsettled
+    # Settled: the fresh measurement replaces the policy's status value (written at most every 30 s).
+    after = node([target], [gpu_status(limit=150, power=148)])
+    text = render_status([after], policies)
+    row = next(line for line in text.splitlines() if line.startswith("inference-cap"))
+    assert row.split()[5:7] == ["150", "148"], row
+    assert UNSETTLED_NOTE not in text
+
+
+def test_status_lists_a_stored_policy_the_models_refuse() -> None:
+    broken = policy_from_api(
+        ep("broken", {}, {"conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec"}]})
+    )
+    text = render_status([], [broken])
+    assert "broken" in text and "False (InvalidSpec)" in text
