@@ -115,6 +115,7 @@ class SoakReport:
             ),
             "status interval s": STATUS_INTERVAL_S,
             "budgeted rack: GPUs held by the agents at the end": self.budget_cut_gpus,
+            "status changes while quiet, beyond measurements (first 10)": self.quiet_status_changes[:10],
             "log problems at warm-up / end": [self.problems_at_warm, self.problems_at_end],
             "tick errors": self.tick_errors,
             "round errors": self.round_errors,

@@ -27,8 +27,7 @@ How a tick decides:
    ``budget × (1 − hysteresis)`` for ``restore_after_ticks`` ticks, by at most a step per GPU, highest
    priority first, and only as far as the headroom below that band allows (a raised GPU could grow to
    its new limit). After a raise the count starts again, so each step's effect is seen before the
-   next. A raise cut short by the headroom is made only if it is worth a write (``min_raise_ratio``),
-   so a node settles instead of creeping up by milliwatts. A GPU raised back to its ceiling is released.
+   next. A GPU raised back to its ceiling is released.
 
 Limits are watts. A GPU's limit never goes below its minimum constraint or above its ceiling.
 """
@@ -43,8 +42,6 @@ from typing import Literal
 
 #: Allocations closer than this are equal (well below NVML's milliwatt resolution).
 _EPS = 1e-6
-#: No partial raise is smaller than this, watts (see :attr:`BudgetParams.min_raise_ratio`).
-_MIN_RAISE_WATTS = 1.0
 
 Action = Literal["none", "hold", "cut", "restore"]
 
@@ -76,11 +73,6 @@ class BudgetParams:
     """Consecutive ticks below that band before a raise."""
     restore_step_ratio: float = 0.1
     """Largest raise per step, as a fraction of the GPU's range (ceiling − minimum)."""
-    min_raise_ratio: float = 0.02
-    """Smallest raise worth making, as a fraction of the GPU's range, unless it completes the step.
-    The headroom a raise may use shrinks as the node's power approaches the band, so without a floor
-    a GPU that draws less than its limit creeps up by ever smaller raises every few ticks, forever:
-    each one a device write and a GpuNode status write, none of them measurable."""
     cut_margin_ratio: float = 0.01
     """A node over budget is cut to ``budget × (1 − cut_margin_ratio)``, so noise and boards that
     overshoot a cap do not leave it hovering just above the line."""
@@ -261,8 +253,7 @@ def _raise(
         for uuid, grant in grants.items():
             v = level[uuid]
             new = min(candidates[uuid], _floor_mw(v.gpu.power_watts + grant - v.offset))
-            smallest = max(_MIN_RAISE_WATTS, params.min_raise_ratio * (v.ceiling - v.gpu.min_watts))
-            if new > limits[uuid] + _EPS and (new >= candidates[uuid] - _EPS or new - limits[uuid] >= smallest):
+            if new > limits[uuid] + _EPS:
                 limits[uuid] = new
                 raised = True
             headroom -= grant

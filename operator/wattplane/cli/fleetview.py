@@ -23,6 +23,7 @@ from wattplane.api.v1alpha1.energypolicy import ENFORCING_SECTIONS, EnergyPolicy
 from wattplane.api.v1alpha1.gpunode import GpuNode, GpuStatus, GpuTarget
 from wattplane.kube.client import api_client
 from wattplane.operator.views import pod_view, policy_parse
+from wattplane.planner.jobs import job_id
 from wattplane.planner.selection import rank_key, selects, sets_pod_limits
 from wattplane.planner.snapshot import PodView, PolicyView
 
@@ -150,7 +151,8 @@ _WHAT_CHANGES: dict[str, str] = {
     "limits": "the policy's limits (maxWatts / maxFractionOfDefault): edit them to move the cap",
     "efficiency": "the job's Zeus profile (efficiency.eta / maxSlowdown, or the pod's wattplane.io/max-slowdown); "
     "it is measured again after efficiency.reprofileAfterSeconds",
-    "carbon": "the grid's carbon intensity through the policy's carbon.curve: a cleaner grid raises the limit",
+    "carbon": "the grid's carbon intensity (carbon.curve; or, under mode Budgeted, the forecast and the job's "
+    "slowdown account below): a cleaner grid raises the limit",
     "stragglers": "the job's slowest pod: the cap lifts step by step once this pod no longer outpaces it",
     "budget": "the node's share of the budget: raise budget.watts, or lower other GPUs' draw; pods annotated "
     "wattplane.io/priority: high or wattplane.io/workload: inference are cut last",
@@ -261,6 +263,33 @@ def _target_lines(target: GpuTarget, gpu: GpuStatus) -> list[str]:
     return lines
 
 
+def _carbon_budget_lines(job: str, policy: str, policies: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The job's slowdown account under a budgeted carbon policy, from that policy's status."""
+    for body in policies:
+        if body.get("metadata", {}).get("name") != policy:
+            continue
+        try:
+            status = EnergyPolicyStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            return []
+        for account in status.carbon_budgets:
+            if account.job != job:
+                continue
+            remaining = account.allowed_seconds - account.used_seconds
+            lines = [
+                f"carbon budget of job {job}: used {account.used_seconds:.0f} s of {account.allowed_seconds:.0f} s"
+                f" earned ({account.max_slowdown:.1%} of its uncapped run time), {remaining:.0f} s left;"
+                f" priced on its {account.curve or '?'} curve",
+            ]
+            if account.planned:
+                steps = ", ".join(f"{p.start[11:16]} {p.watts:g} W" for p in account.planned[:8])
+                lines.append(f"  planned limits (UTC): {steps}")
+            if account.message:
+                lines.append(f"  why: {account.message}")
+            return lines
+    return []
+
+
 def render_explain(
     pod: Mapping[str, Any],
     node: GpuNode | None,
@@ -320,6 +349,8 @@ def render_explain(
             lines.append("  no target: no policy governs this GPU, it runs at its prior settings")
         if g.message:
             lines.append(f"  agent: {g.message}")
+    if chosen.governing is not None:
+        lines += _carbon_budget_lines(job_id(view, intent), chosen.governing.name, policies)
     if node.spec.node_budget_watts is not None:
         lines.append(
             f"node budget {node.spec.node_budget_watts:g} W (node draws {node.status.node_power_watts:.0f} W); "

@@ -202,6 +202,7 @@ def _interp(x: float, table: Sequence[tuple[float, float]]) -> float:
     return table[-1][1]
 
 
+@functools.lru_cache(maxsize=64)
 def prior_curve(default_watts: float) -> JobCurve:
     """:data:`PRIOR_TRAINING` scaled to a device's default limit."""
     points = tuple(OperatingPoint(f * default_watts, s, p * default_watts) for f, s, p in PRIOR_TRAINING)
@@ -270,8 +271,13 @@ def candidate_points(curve: JobCurve, lo: float, hi: float) -> list[OperatingPoi
     return [ends[0], *inside, ends[1]] if hi > lo else [ends[1]]
 
 
-def settle(account: JobCarbonBudget, watts: float | None, now: datetime) -> JobCarbonBudget:
-    """``account`` with the time since its last update charged at ``watts`` (the limit in force)."""
+def settle(
+    account: JobCarbonBudget, watts: float | None, now: datetime, *, max_slowdown: float | None = None
+) -> JobCarbonBudget:
+    """``account`` with the time since its last update charged at ``watts`` (the limit in force).
+
+    ``max_slowdown``, when given, becomes the account's budget (the policy's or the pod's, as of now).
+    """
     now = _aware(now)
     last = _parse(account.updated_at)
     seconds = (now - last).total_seconds() if last is not None else 0.0
@@ -284,12 +290,13 @@ def settle(account: JobCarbonBudget, watts: float | None, now: datetime) -> JobC
         a, b = min(itertools.pairwise(ordered), key=lambda ab: ab[1] - ab[0])
         sa, sb = bins.pop(a), bins.pop(b)
         bins[round((a * sa + b * sb) / (sa + sb), 1) if sa + sb > 0 else a] = sa + sb
-    return account.model_copy(
-        update={
-            "time_at_limits": [LimitSeconds(watts=w, seconds=round(s, 3)) for w, s in sorted(bins.items())],
-            "updated_at": _iso(now) if last is None or seconds >= 0 else account.updated_at,
-        }
-    )
+    update: dict[str, object] = {
+        "time_at_limits": [LimitSeconds.model_construct(watts=w, seconds=round(s, 3)) for w, s in sorted(bins.items())],
+        "updated_at": _iso(now) if last is None or seconds >= 0 else account.updated_at,
+    }
+    if max_slowdown is not None:
+        update["max_slowdown"] = max_slowdown
+    return account.model_copy(update=update)
 
 
 def price(account: JobCarbonBudget, curve: JobCurve) -> tuple[float, float]:
@@ -476,7 +483,7 @@ def _answer(
             continue
         if len(steps) == MAX_PLANNED:
             break
-        steps.append(PlannedLimit(start=_iso(start), watts=w))
+        steps.append(PlannedLimit.model_construct(start=_iso(start), watts=w))
     updated = account.model_copy(update={**figures, "planned": steps, "message": reason})
     return BudgetDecision(watts, updated, reason)
 

@@ -14,9 +14,10 @@ How the sections of a policy compose on one GPU (design.md §3):
   stated tolerance, and the optimisations respect it;
 * while a job's profile is being measured the probe limit stands alone (apart from static caps), or the
   measurement would be of something else;
-* ``budget`` runs last over the node sets it covers and may cut below the floors, down to the device
-  minimum: a power emergency outranks preferences (precedence safety > budget > carbon > efficiency >
-  user limits);
+* ``budget`` runs last over the node sets it covers and sets each node's share and cut order, never a
+  target: the node's agent alone cuts GPUs to hold the share, below the floors if need be, down to the
+  device minimum: a power emergency outranks preferences (precedence safety > budget > carbon >
+  efficiency > user limits);
 * everything is clamped into the device's constraints.
 """
 
@@ -318,8 +319,7 @@ class _Round:
         account = self.context.carbon_budgets.get(job)
         if account is None or account.gpu_model != gpu.model:
             account = JobCarbonBudget(job=job, gpu_model=gpu.model)
-        account = account.model_copy(update={"max_slowdown": slowdown})
-        account = carbonbudget.settle(account, gpu.limit_watts, self.context.now)
+        account = carbonbudget.settle(account, gpu.limit_watts, self.context.now, max_slowdown=slowdown)
         floor = self._floor(gpu, policy, intent)
         lo = min(max(floor if floor is not None else gpu.min_watts, gpu.min_watts), gpu.max_watts)
         curve = carbonbudget.profile_curve(profile, gpu.default_watts) or carbonbudget.prior_curve(gpu.default_watts)

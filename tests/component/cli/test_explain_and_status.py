@@ -150,3 +150,33 @@ def test_status_lists_a_stored_policy_the_models_refuse() -> None:
     )
     text = render_status([], [broken])
     assert "broken" in text and "False (InvalidSpec)" in text
+
+
+def test_explain_shows_the_jobs_carbon_budget_account_and_plan() -> None:
+    carbon = {"mode": "Budgeted", "maxSlowdown": 0.03, "source": {"provider": "trace", "zone": "sim"}}
+    account = {
+        "job": "ml/train",
+        "gpuModel": "A40",
+        "maxSlowdown": 0.03,
+        "usedSeconds": 41.6,
+        "allowedSeconds": 95.0,
+        "curve": "profile",
+        "planned": [{"start": "2024-03-01T12:00:00Z", "watts": 225}, {"start": "2024-03-01T13:00:00Z", "watts": 300}],
+        "message": "carbon budget: used 42 s of 95 s; 310 g/kWh now → 225 W",
+    }
+    policies = [ep("green", {"selector": SELECT_INFERENCE, "carbon": carbon}, {"carbonBudgets": [account]})]
+    target = {
+        "uuid": "GPU-0",
+        "powerLimitWatts": 225,
+        "policy": "green",
+        "job": "ml/train",
+        "reason": "EnergyPolicy green: carbon budget: used 42 s of 95 s",
+        "section": "carbon",
+    }
+    text = render_explain(pod({"wattplane.io/job": "train"}), node([target], [gpu_status(limit=225)]), policies, {}, {})
+    assert "carbon budget of job ml/train: used 42 s of 95 s earned (3.0% of its uncapped run time), 53 s left" in text
+    assert "planned limits (UTC): 12:00 225 W, 13:00 300 W" in text
+    other = render_explain(
+        pod({"wattplane.io/job": "other"}), node([target], [gpu_status(limit=225)]), policies, {}, {}
+    )
+    assert "carbon budget of job" not in other

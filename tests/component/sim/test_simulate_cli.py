@@ -162,3 +162,35 @@ def test_bad_input_is_a_clear_error(
 ) -> None:
     code, _ = simulate(tmp_path, *args)
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", [0.025, 0.05])
+def test_carbon_budget_keeps_every_job_within_its_slowdown_budget(tmp_path: Path, budget: float) -> None:
+    """The budgeted carbon mode on the real planner and agents: every job inside S (+ 1 pt), carbon cut."""
+    code, data = simulate(
+        tmp_path,
+        "--duration",
+        "12h",
+        "--utilisation",
+        "0.8",
+        "--seed",
+        "3",
+        "--start",
+        "2023-09-15T06:00Z",
+        "--baseline",
+        "carbon-budget",
+        "--baseline",
+        "carbon-oracle",
+        "--slowdown-budget",
+        str(budget),
+    )
+    assert code == 0
+    runs = {r["name"]: r for r in data["runs"]}
+    ours, oracle = runs["carbon-budget"]["vs_uncapped"], runs["carbon-oracle"]["vs_uncapped"]
+    assert ours["compared_jobs"] > 5
+    assert ours["max_jct_change"] <= budget + 0.01
+    assert ours["p99_jct_change"] <= budget + 0.005
+    # The oracle's schedule is exact, but the agents apply each step on their next 1 s tick.
+    assert oracle["max_jct_change"] <= budget + 0.005
+    assert ours["carbon_change"] < 0
+    assert ours["carbon_change"] <= 0.5 * oracle["carbon_change"]  # at least half the oracle's cut, even in 12 h
