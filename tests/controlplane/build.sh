@@ -14,31 +14,8 @@ if ! command -v go >/dev/null 2>&1; then
   exit 3
 fi
 
-# The Kubernetes release pinned in gotools/kubernetes/go.mod (one place to change it).
-KUBE_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' "$here/gotools/kubernetes/go.mod")
-if [[ ! "$KUBE_VERSION" =~ ^v([0-9]+)\.([0-9]+)\.[0-9]+$ ]]; then
-  echo "controlplane: cannot read the k8s.io/kubernetes version from gotools/kubernetes/go.mod" >&2
-  exit 2
-fi
-KUBE_MAJOR=${BASH_REMATCH[1]}
-KUBE_MINOR=${BASH_REMATCH[2]}
-
-# Version stamp for kube-apiserver and kube-controller-manager. A plain `go build` leaves
-# k8s.io/component-base/version at its placeholder (v0.0.0-master+$Format:%H$), which kubectl
-# cannot parse (`kubectl version` exits 1). These are the variables Kubernetes' own
-# hack/lib/version.sh sets, in both packages it sets them in. buildDate is the release's
-# commit time as the module proxy reports it, so the stamp is reproducible. The module
-# carries no git commit hash, so gitCommit is left empty rather than invented.
-kube_ldflags() {
-  local date pkg key
-  date=$(cd "$here/gotools/kubernetes" && GOFLAGS=-mod=mod go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    for key in "gitVersion=$KUBE_VERSION" "gitMajor=$KUBE_MAJOR" "gitMinor=$KUBE_MINOR" \
-               "gitCommit=" "gitTreeState=clean" "buildDate=$date"; do
-      printf -- '-X %s.%s ' "$pkg" "$key"
-    done
-  done
-}
+# KUBE_VERSION and kube_ldflags (the version stamp of every Kubernetes binary built here).
+source "$here/kubeversion.sh"
 
 stamp_of() {  # changes whenever a pin, the Go toolchain or the version stamp changes
   { cat "$here/gotools/kubernetes/go.mod" "$here/gotools/etcd/go.mod"; echo "kwok $KWOK_VERSION"; go env GOVERSION

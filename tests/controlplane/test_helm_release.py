@@ -116,6 +116,7 @@ class Cli:
         return result.stdout
 
     def helm_json(self, *args: str) -> Any:
+        """A helm read (``status``, ``history``, ``list``, ``get values``) in its JSON form."""
         return json.loads(self.ok("helm", *args, "-o", "json"))
 
     def get(self, *args: str, stdin: str | None = None) -> list[dict[str, Any]]:
@@ -357,7 +358,10 @@ def test_install_upgrade_uninstall_as_the_guide_says(cli: Cli) -> None:
 def test_on_a_cluster_without_the_crds_helm_installs_them_and_uninstall_keeps_them(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """README's one-liner (``--create-namespace``) on a private API server that starts without CRDs.
+    """README's install line (``--create-namespace``, here with the sim backend) on a cluster with no CRDs.
+
+    The cluster is a private API server started for this test, whose CRDs it deletes first: the
+    shared one's are in use by every other control-plane test.
 
     ``control_plane`` is only asked for so that the binaries are built (or the test skipped or
     failed) exactly as for every control-plane test; none of it is touched.

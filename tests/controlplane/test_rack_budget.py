@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fleet import Fleet
-from kubeapi import apply_policy, connect, create_namespace, create_pod, eventually, get_cluster_object
+from kubeapi import GROUP, VERSION, apply_policy, connect, create_namespace, create_pod, eventually, get_cluster_object
 from kubernetes_asyncio import client
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(240)]
@@ -120,3 +120,13 @@ async def test_budget_is_shared_enforced_by_priority_and_reported(fleet: Fleet, 
     assert 8 * 100.0 < ep["status"]["budget"]["minimumWatts"] <= 12 * 100.0
     degraded = _condition(ep, "Degraded")
     assert degraded is not None and degraded["status"] == "True"
+
+    # The policy goes: every node loses its share and cut order (a merge patch that merely left them out
+    # would keep them on the server, and the agents would go on enforcing a budget nobody set).
+    await client.CustomObjectsApi(api).delete_cluster_custom_object(GROUP, VERSION, "energypolicies", "rack-r1")
+
+    async def released() -> bool | None:
+        specs = [(await get_cluster_object(api, "gpunodes", n))["spec"] for n in fleet.nodes]
+        return all("nodeBudgetWatts" not in s and "budgetPriorities" not in s for s in specs) or None
+
+    await eventually(released, within_s=30, what=f"node budgets removed\n{fleet.logs()}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -29,13 +30,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from controlplane import ControlPlane
 from faults import FaultFleet, kill, limits, record, running_fleet, watch_until
-from kubeapi import apply_policy, create_namespace, create_pod, eventually, get_cluster_object
-from kubernetes_asyncio import client
+from kubeapi import GROUP, VERSION, apply_policy, create_namespace, create_pod, eventually, get_cluster_object
+from kubernetes_asyncio import client, watch
+from prometheus_client.parser import text_string_to_metric_families
 from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget
-from wattplane.planner.carbonbudget import OVERDRAFT
+from wattplane.planner.carbonbudget import OVERDRAFT, prior_curve
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
@@ -57,17 +60,16 @@ REFRESH_S = 10.0
 """The source's ``refreshIntervalSeconds`` (its minimum): the grid's turn is seen at most this late."""
 
 RESYNC_S = 1.0
-AGENT_STATUS_S = 2.0
+STATUS_REFRESH_S = 2.0
 ROUND_SLACK_S = 3.0
 """How far beyond ``(maxSlowdown + OVERDRAFT) × baseline`` the account may be seen, in lost seconds.
 
-The planner only caps a job below its break-even speed while ``used < allowed``, and runs it uncapped
-once ``used > (S + OVERDRAFT) × baseline`` (S = maxSlowdown, baseline = uncapped-equivalent run time =
-``allowed / S``); so ``used ≤ allowed × (1 + OVERDRAFT / S)`` holds at every decision. Between two
-decisions the job keeps losing at the limit it was given, and the account charges the limit the agent
-reports, which lags the plan by up to its status write: at most one round plus one report at the
-slowest point of the prior curve (0.25 of uncapped speed, so 0.75 s lost per second), about 2.25 s with
-1 s rounds and 2 s reports. 3 s leaves room for a late round on a loaded machine.
+The planner caps a job below its break-even speed only while ``used < allowed``, and runs it uncapped
+once ``used > (S + OVERDRAFT) × baseline`` (S = maxSlowdown; baseline = uncapped-equivalent run time =
+``allowed / S``), so ``used ≤ allowed × (1 + OVERDRAFT / S)`` holds whenever it decides. Until the next
+decision the job keeps losing at the limit it was given: at most one round at the slowest point of the
+prior curve (a quarter of uncapped speed, 0.75 s lost per second). Rounds here come every second
+(``RESYNC_S``); 3 s of slack covers a round four seconds late on a loaded machine.
 """
 
 
@@ -76,11 +78,10 @@ def fleet(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory)
     operator_env = {
         "WATTPLANE_OPERATOR_RESYNC_INTERVAL_S": str(RESYNC_S),
         "WATTPLANE_OPERATOR_SIGNAL_REFRESH_S": "1",
-        "WATTPLANE_OPERATOR_STATUS_REFRESH_S": "2",
+        "WATTPLANE_OPERATOR_STATUS_REFRESH_S": str(STATUS_REFRESH_S),
     }
-    agent_env = {"WATTPLANE_AGENT_STATUS_INTERVAL_S": str(AGENT_STATUS_S)}
     workdir = tmp_path_factory.mktemp("cbudget")
-    with running_fleet(control_plane, workdir, [NODE], operator_env=operator_env, agent_env=agent_env) as fleet:
+    with running_fleet(control_plane, workdir, [NODE], operator_env=operator_env) as fleet:
         yield fleet
 
 
@@ -118,7 +119,7 @@ class Seen:
 
 @dataclass
 class Recorder:
-    """Polls the policy status, the GpuNode and the simulated devices; keeps every new account."""
+    """Watches the policy and the GpuNode, polls the simulated devices; keeps every version seen."""
 
     api: client.ApiClient
     fleet: FaultFleet
@@ -126,6 +127,7 @@ class Recorder:
     seen: list[Seen] = field(default_factory=list)
     #: (wall time, job GPUs' limits) at every change the devices made, polled fast.
     device_changes: list[tuple[datetime, tuple[float, ...]]] = field(default_factory=list)
+    _latest: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def accounts(self) -> list[JobCarbonBudget]:
         """Every distinct account version seen, in order."""
@@ -139,16 +141,38 @@ class Recorder:
         held = limits(self.fleet, NODE)
         return tuple(held[u] for u in self.uuids)
 
-    async def poll_status(self) -> None:
+    async def watch(self, plural: str, name: str) -> None:
+        """Every version of one object (list, then watch from there): no short-lived state is missed."""
+        custom = client.CustomObjectsApi(self.api)
+        selector = f"metadata.name={name}"
         while True:
             with contextlib.suppress(Exception):
-                ep = await get_cluster_object(self.api, "energypolicies", POLICY)
-                gn = await get_cluster_object(self.api, "gpunodes", NODE)
-                accounts = [JobCarbonBudget.model_validate(a) for a in ep.get("status", {}).get("carbonBudgets", [])]
-                account = next((a for a in accounts if a.job == JOB), None)
-                targets = [t for t in gn.get("spec", {}).get("gpus", []) if t["uuid"] in self.uuids]
-                self.seen.append(Seen(datetime.now(UTC), account, targets, list(self.devices_now())))
+                listing = await custom.list_cluster_custom_object(GROUP, VERSION, plural, field_selector=selector)
+                for obj in listing["items"]:
+                    self._see(plural, obj)
+                stream = watch.Watch().stream(
+                    custom.list_cluster_custom_object,
+                    GROUP,
+                    VERSION,
+                    plural,
+                    field_selector=selector,
+                    resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=60,
+                )
+                async with stream as events:
+                    async for event in events:
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            self._see(plural, event["object"])
             await asyncio.sleep(0.2)
+
+    def _see(self, plural: str, obj: dict[str, Any]) -> None:
+        self._latest[plural] = obj
+        ep, gn = self._latest.get("energypolicies", {}), self._latest.get("gpunodes", {})
+        raw = next((a for a in ep.get("status", {}).get("carbonBudgets", []) if a.get("job") == JOB), None)
+        account = JobCarbonBudget.model_validate(raw) if raw is not None else None
+        targets = [t for t in gn.get("spec", {}).get("gpus", []) if t["uuid"] in self.uuids]
+        with contextlib.suppress(FileNotFoundError, KeyError, ValueError):
+            self.seen.append(Seen(datetime.now(UTC), account, targets, list(self.devices_now())))
 
     async def poll_devices(self) -> None:
         while True:
@@ -179,7 +203,11 @@ async def recorder(fleet: FaultFleet, api: client.ApiClient) -> AsyncIterator[Re
 
     uuids, _ = await eventually(attributed, within_s=30, what=f"pod attributed\n{fleet.logs()}")
     rec = Recorder(api, fleet, uuids)
-    tasks = [asyncio.create_task(rec.poll_status()), asyncio.create_task(rec.poll_devices())]
+    tasks = [
+        asyncio.create_task(rec.watch("energypolicies", POLICY)),
+        asyncio.create_task(rec.watch("gpunodes", NODE)),
+        asyncio.create_task(rec.poll_devices()),
+    ]
     try:
         yield rec
     finally:
@@ -202,7 +230,6 @@ async def _account(api: client.ApiClient) -> JobCarbonBudget | None:
 async def test_budgeted_job_follows_its_schedule_and_survives_an_operator_kill(
     fleet: FaultFleet, api: client.ApiClient, recorder: Recorder, tmp_path: Path
 ) -> None:
-    rec = recorder
     spec = {
         "selector": {"podSelector": {"matchLabels": {"app": NS}}},
         "carbon": {
@@ -218,8 +245,41 @@ async def test_budgeted_job_follows_its_schedule_and_survives_an_operator_kill(
         },
     }
     await apply_policy(api, POLICY, spec)
+    clean = await _clean_hours(recorder)
+    writes_then, clean_seen_at = await _api_writes(fleet), time.monotonic()
+    await _dirty_hours(recorder, clean)
+    writes = await _api_writes(fleet) - writes_then
+    window = time.monotonic() - clean_seen_at
+    # A job's account accrues every round, but only a change of its plan is written at once; the rest
+    # waits for the status refresh. Were every round written, the write's own watch event would start
+    # the next round, and the operator would replan and write several times a second (~4/s measured).
+    # Allowed: one write per refresh, plus a handful for the plan changes and the GpuNode writes.
+    assert writes <= window / STATUS_REFRESH_S + 15, f"{writes} API writes in {window:.0f} s"
+    kill_phase = datetime.now(UTC)
+    downtime_loss = await _operator_killed(recorder, api)
+    _whole_history(recorder, kill_phase, downtime_loss)
+    assert fleet.operator is not None
+    assert not fleet.problems(fleet.operator), fleet.problems(fleet.operator)
 
-    # --- Clean hours: uncapped, and the schedule already names the dirty hours at a lower limit.
+
+async def _api_writes(fleet: FaultFleet) -> float:
+    """The operator's ``wattplane_operator_api_writes_total``."""
+    async with aiohttp.ClientSession() as session, session.get(fleet.operator_metrics_url) as response:
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "wattplane_operator_api_writes_total":
+                return float(sample.value)
+    raise AssertionError("the operator does not count its API writes")
+
+
+def _carbon_budget_reason(targets: list[dict[str, Any]]) -> bool:
+    return all(t["reason"].startswith(f"EnergyPolicy {POLICY}: carbon budget: ") for t in targets)
+
+
+async def _clean_hours(rec: Recorder) -> Seen:
+    """Clean hours: uncapped, and the schedule already names the dirty hours at a lower limit."""
+
     def scheduled() -> Seen | None:
         s = rec.seen[-1] if rec.seen else None
         if s is None or s.account is None or len(s.account.planned) < 2 or len(s.targets) != 2:
@@ -228,19 +288,25 @@ async def test_budgeted_job_follows_its_schedule_and_survives_an_operator_kill(
         follows = all(t["powerLimitWatts"] == first.watts for t in s.targets) and set(s.devices) == {first.watts}
         return s if follows and first.watts == UNCAPPED and dirty.watts < UNCAPPED else None
 
-    clean, _ = await watch_until(scheduled, within_s=40, what=f"a schedule with the dirty hours\n{fleet.logs()}")
+    clean, _ = await watch_until(scheduled, within_s=40, what=f"a schedule with the dirty hours\n{rec.fleet.logs()}")
     assert clean.account is not None
     assert clean.account.max_slowdown == SLOWDOWN, "the pod's wattplane.io/max-slowdown must override the policy"
     assert clean.account.gpu_model == "A40" and clean.account.curve == "prior"
-    assert all(t["reason"].startswith(f"EnergyPolicy {POLICY}: carbon budget: ") for t in clean.targets), clean.targets
+    assert _carbon_budget_reason(clean.targets), clean.targets
     assert "carbon budget: " in clean.account.message
+    # The replay began at the first fetch, after the policy existed: the dirty hours begin at most six
+    # trace hours after any account the operator wrote, and not before it.
+    dirty_at = _when(clean.account.planned[1].start)
+    assert timedelta(0) < dirty_at - _when(clean.account.updated_at) <= timedelta(seconds=CLEAN_HOURS * HOUR_S + 1)
+    return clean
+
+
+async def _dirty_hours(rec: Recorder, clean: Seen) -> None:
+    """The dirty hours: the limit drops to the planned step when the schedule said, until the bank is spent."""
+    assert clean.account is not None
     dirty_step = clean.account.planned[1]
     dirty_at = _when(dirty_step.start)
-    # The replay began at the first fetch, which is after the policy existed: the dirty hours are about
-    # six trace hours away, and no plan to slow down ever begins in the clean hours.
-    assert timedelta(0) < dirty_at - _when(clean.account.updated_at) <= timedelta(seconds=CLEAN_HOURS * HOUR_S + 1)
 
-    # --- The dirty hours: the limit drops to the planned step, when the schedule said it would.
     def dropped() -> tuple[datetime, float] | None:
         for at, held in rec.device_changes:
             if at > clean.at and len(set(held)) == 1 and held[0] < UNCAPPED:
@@ -248,7 +314,7 @@ async def test_budgeted_job_follows_its_schedule_and_survives_an_operator_kill(
         return None
 
     wait = (dirty_at - datetime.now(UTC)).total_seconds() + REFRESH_S + 10
-    (drop_at, drop_watts), _ = await watch_until(dropped, within_s=wait, what=f"the dirty hours' limit\n{fleet.logs()}")
+    (drop_at, drop_watts), _ = await watch_until(dropped, within_s=wait, what=f"the dirty limit\n{rec.fleet.logs()}")
     assert drop_watts == dirty_step.watts, (drop_watts, dirty_step)
     lag = (drop_at - dirty_at).total_seconds()
     assert -1.0 <= lag <= REFRESH_S + 5.0, f"limit dropped {lag:.1f} s after the planned step"
@@ -258,65 +324,70 @@ async def test_budgeted_job_follows_its_schedule_and_survives_an_operator_kill(
     def lowered() -> Seen | None:
         for s in rec.seen:
             a = s.account
-            if a is not None and a.planned and a.planned[0].watts == drop_watts and len(s.targets) == 2:
-                if all(t["powerLimitWatts"] == drop_watts for t in s.targets):
-                    return s
+            first = a.planned[0].watts if a is not None and a.planned else None
+            if first == drop_watts and len(s.targets) == 2 and all(t["powerLimitWatts"] == first for t in s.targets):
+                return s
         return None
 
     low, _ = await watch_until(lowered, within_s=10, what="the lowered step in status and targets")
-    assert all(t["reason"].startswith(f"EnergyPolicy {POLICY}: carbon budget: ") for t in low.targets)
+    assert _carbon_budget_reason(low.targets), low.targets
     assert all(t["reason"].endswith(f"→ {drop_watts:g} W") for t in low.targets), low.targets
 
     # The bank is small (3 % of half a minute): it is spent within a round or two, then the job runs
-    # uncapped (break-even or recovery) although the grid is still dirty.
-    def recovered() -> tuple[datetime, float] | None:
-        for at, held in rec.device_changes:
-            if at > drop_at and set(held) == {UNCAPPED}:
-                return at, UNCAPPED
-        return None
+    # uncapped (break-even speed, or back inside its budget) although the grid is still dirty.
+    def recovered() -> datetime | None:
+        return next((at for at, held in rec.device_changes if at > drop_at and set(held) == {UNCAPPED}), None)
 
-    (back_at, _), _ = await watch_until(recovered, within_s=15, what=f"budget spent, uncapped\n{fleet.logs()}")
+    back_at, _ = await watch_until(recovered, within_s=15, what=f"budget spent, uncapped\n{rec.fleet.logs()}")
     assert (back_at - drop_at).total_seconds() < 8, "the job stayed slow beyond what its budget held"
 
-    def spent() -> JobCarbonBudget | None:
-        accounts = rec.accounts()
-        return (
-            accounts[-1]
-            if accounts and accounts[-1].used_seconds > 0 and _when(accounts[-1].updated_at) > back_at
-            else None
-        )
+    def charged() -> JobCarbonBudget | None:
+        a = rec.accounts()[-1] if rec.accounts() else None
+        return a if a is not None and a.used_seconds > 0 and _when(a.updated_at) > back_at else None
 
-    after_dirty, _ = await watch_until(spent, within_s=10, what="the account charged for the slow time")
-    assert _bins(after_dirty).get(drop_watts, 0.0) > 0, after_dirty.time_at_limits
+    spent, _ = await watch_until(charged, within_s=10, what="the account charged for the slow time")
+    assert _bins(spent).get(drop_watts, 0.0) > 0, spent.time_at_limits
 
-    # --- SIGKILL the operator while the GPUs hold the uncapped limit; a new one must continue the account.
+
+async def _operator_killed(rec: Recorder, api: client.ApiClient) -> float:
+    """SIGKILL the operator mid-run; a new one must continue the account from status.
+
+    Returns the run time the job lost while no operator could lift its limit (nothing, usually: the
+    kill comes while its GPUs run uncapped, but a round may cap them just before).
+    """
+    fleet = rec.fleet
     assert fleet.operator is not None
+    # Still in the dirty hours, between two capped rounds (the job may dip again as it earns budget).
+    await watch_until(lambda: set(rec.devices_now()) == {UNCAPPED} or None, within_s=30, what="an uncapped moment")
     kill(fleet.operator)
     killed_at = datetime.now(UTC)
     before = await _account(api)  # the dead operator's last word
     assert before is not None and before.updated_at is not None
-    held = rec.devices_now()
+
+    def uniform() -> float | None:  # the limit the agent keeps while no operator runs
+        held = set(rec.devices_now())
+        return held.pop() if len(held) == 1 else None
+
+    held, _ = await watch_until(uniform, within_s=10, what="one limit on the job's GPUs")
     fleet.start_operator()
 
     def continued() -> JobCarbonBudget | None:
-        for account in rec.accounts():
-            if _when(account.updated_at) > killed_at:
-                return account
-        return None
+        return next((a for a in rec.accounts() if _when(a.updated_at) > killed_at), None)
 
     after, took = await watch_until(continued, within_s=60, what=f"the new operator's account\n{fleet.logs()}")
     record("carbon budget", "operator SIGKILL → account continued in status", took)
-    assert set(held) == {UNCAPPED} and set(rec.devices_now()) == {UNCAPPED}, "the GPUs did not hold the limit"
     gap = (_when(after.updated_at) - _when(before.updated_at)).total_seconds()
-    assert gap > 0
-    # Nothing lost, nothing invented: the gap since the dead operator's last update (its downtime
+    # Nothing lost, nothing invented: the time since the dead operator's last update (its downtime
     # included) is charged, all of it at the limit the GPUs held, and the other limits keep their time.
     assert _total(after) == pytest.approx(_total(before) + gap, abs=0.01), (before.time_at_limits, after)
     grown = {w: s - _bins(before).get(w, 0.0) for w, s in _bins(after).items()}
-    assert grown.pop(UNCAPPED) == pytest.approx(gap, abs=0.01), grown
+    assert grown.pop(held) == pytest.approx(gap, abs=0.01), (held, grown)
     assert all(abs(s) < 0.01 for s in grown.values()), grown
-    assert after.used_seconds == pytest.approx(before.used_seconds, abs=0.01), "uncapped time costs no budget"
-    assert after.allowed_seconds == pytest.approx(before.allowed_seconds + SLOWDOWN * gap, abs=0.01)
+    # ... and priced on the same curve: the held limit's lost time is used, its progress earns budget.
+    speed = prior_curve(UNCAPPED).speed(held)
+    downtime_loss = (1 - speed) * gap
+    assert after.used_seconds == pytest.approx(before.used_seconds + downtime_loss, abs=0.01)
+    assert after.allowed_seconds == pytest.approx(before.allowed_seconds + SLOWDOWN * speed * gap, abs=0.01)
 
     # The plan resumes: the restarted replay is clean again, and the schedule names its dirty hours.
     def resumed() -> Seen | None:
@@ -329,15 +400,22 @@ async def test_budgeted_job_follows_its_schedule_and_survives_an_operator_kill(
                 return s
         return None
 
-    again, took = await watch_until(resumed, within_s=30, what=f"the schedule resumed\n{fleet.logs()}")
+    again, took = await watch_until(resumed, within_s=90, what=f"the schedule resumed\n{fleet.logs()}")
     record("carbon budget", "new operator's first account → schedule resumed", took)
     assert again.account is not None and again.account.max_slowdown == SLOWDOWN
+    assert _carbon_budget_reason(again.targets), again.targets
+    return downtime_loss
 
-    # --- Across everything seen: the account only grows, its time is its age, and it kept its promise.
+
+def _whole_history(rec: Recorder, killed_at: datetime, downtime_loss: float) -> None:
+    """Across everything seen: the account only grows, its time is its age, and it kept its promise.
+
+    The promise is the operator's: what the job lost while no operator ran is added to the bound after.
+    """
     accounts = rec.accounts()
     assert len(accounts) >= 10, len(accounts)
     opened = _when(accounts[0].updated_at) - timedelta(seconds=_total(accounts[0]))
-    for older, newer in zip(accounts, accounts[1:], strict=False):
+    for older, newer in itertools.pairwise(accounts):
         assert _total(newer) >= _total(older), (older, newer)
         assert newer.used_seconds >= older.used_seconds - 1e-3, (older, newer)
         assert newer.allowed_seconds >= older.allowed_seconds - 1e-3, (older, newer)
@@ -346,7 +424,7 @@ async def test_budgeted_job_follows_its_schedule_and_survives_an_operator_kill(
         assert _total(account) == pytest.approx(age, abs=0.2), (account, age)
         # used ≤ (S + OVERDRAFT) × baseline + slack, with baseline = allowed / S (see ROUND_SLACK_S).
         bound = account.allowed_seconds * (1 + OVERDRAFT / SLOWDOWN) + ROUND_SLACK_S
+        if _when(account.updated_at) > killed_at:
+            bound += downtime_loss
         assert account.used_seconds <= bound, (account.used_seconds, account.allowed_seconds)
     assert accounts[-1].used_seconds > 0 and accounts[-1].allowed_seconds > accounts[0].allowed_seconds
-    assert not fleet.problems(fleet.operator), fleet.problems(fleet.operator)
-    import sys; [sys.stderr.write(f"DBG {a.updated_at} tot={_total(a):.2f} used={a.used_seconds} allowed={a.allowed_seconds} bins={_bins(a)} plan={[(p.start[11:19], p.watts) for p in a.planned][:4]}\n") for a in accounts]; sys.stderr.write(f"DBG devices {rec.device_changes}\n")

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,8 +180,31 @@ def _wait(check: object, what: str, timeout: float, process: Process) -> None:
     raise RuntimeError(f"timed out waiting for {what}:\n{process.tail()}")
 
 
-def start_control_plane(workdir: Path) -> ControlPlane:
-    """Start etcd, kube-apiserver, kube-controller-manager and kwok; install the CRDs."""
+#: kube-controller-manager's controllers for the kwok tiers: objects only, no pods are ever created.
+OBJECT_CONTROLLERS = "garbagecollector,namespace"
+#: The controllers a real kubelet needs besides: workload controllers that create pods, and the
+#: ServiceAccount and root-CA publishers that in-cluster clients' projected tokens rely on.
+WORKLOAD_CONTROLLERS = (
+    "garbagecollector,namespace,deployment,replicaset,daemonset,serviceaccount,root-ca-cert-publisher"
+)
+
+
+def start_control_plane(
+    workdir: Path,
+    *,
+    address: str = "127.0.0.1",
+    extra_tokens: Sequence[str] = (),
+    controllers: str = OBJECT_CONTROLLERS,
+    service_accounts: bool = False,
+) -> ControlPlane:
+    """Start etcd, kube-apiserver, kube-controller-manager and kwok; install the CRDs.
+
+    The defaults serve the kwok tiers. The real-node tier (``tests/realnode``) passes ``address``
+    (an address its pods can reach, as the API server's bind, advertise and certificate address),
+    ``extra_tokens`` (``token,user,uid,"group"`` lines, e.g. the kubelet's ``system:node:`` identity),
+    the pod-creating ``controllers`` and ``service_accounts`` (ServiceAccount admission on, the root
+    CA published to every namespace), so that pods get real projected service-account tokens.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     etcd_port, peer_port, api_port, kcm_port, kwok_port = (free_port() for _ in range(5))
     etcd = spawn(
@@ -201,7 +224,7 @@ def start_control_plane(workdir: Path) -> ControlPlane:
     sa_key = workdir / "sa.key"
     subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
     tokens = workdir / "tokens.csv"
-    tokens.write_text(f'{TOKEN},admin,admin-uid,"system:masters"\n')
+    tokens.write_text("".join(f"{line}\n" for line in [f'{TOKEN},admin,admin-uid,"system:masters"', *extra_tokens]))
     certs = workdir / "certs"
     apiserver = spawn(
         "kube-apiserver",
@@ -209,8 +232,8 @@ def start_control_plane(workdir: Path) -> ControlPlane:
             str(BIN / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             f"--secure-port={api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
             f"--cert-dir={certs}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-signing-key-file={sa_key}",
@@ -219,12 +242,12 @@ def start_control_plane(workdir: Path) -> ControlPlane:
             "--authorization-mode=Node,RBAC",
             "--service-cluster-ip-range=10.96.0.0/12",
             "--endpoint-reconciler-type=none",
-            "--disable-admission-plugins=ServiceAccount",
+            *([] if service_accounts else ["--disable-admission-plugins=ServiceAccount"]),
         ],
         workdir,
     )
     ca_file = certs / "apiserver.crt"
-    server = f"https://127.0.0.1:{api_port}"
+    server = f"https://{address}:{api_port}"
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -247,7 +270,8 @@ def start_control_plane(workdir: Path) -> ControlPlane:
         [
             str(BIN / "kube-controller-manager"),
             f"--kubeconfig={kubeconfig}",
-            "--controllers=garbagecollector,namespace",
+            f"--controllers={controllers}",
+            *([f"--root-ca-file={ca_file}"] if service_accounts else []),
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={kcm_port}",

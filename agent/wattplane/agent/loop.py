@@ -309,7 +309,7 @@ class AgentLoop:
             ledger_time=loop_time,
         )
         self.status = status
-        fingerprint = _fingerprint(status)
+        fingerprint = _fingerprint(status, budgeted=self.spec.node_budget_watts is not None)
         due = loop_time - self._last_written_at >= self.settings.status_interval_s
         if not (force or due or fingerprint != self._last_fingerprint):
             return
@@ -377,13 +377,31 @@ class AgentLoop:
                 device.set_load(self.settings.sim_load if busy else 0.0)
 
 
-def _fingerprint(status: GpuNodeStatus) -> Sequence[object]:
-    """The parts of a status whose change deserves an immediate write (not power or energy)."""
+def _fingerprint(status: GpuNodeStatus, *, budgeted: bool = False) -> Sequence[object]:
+    """The parts of a status whose change deserves an immediate write (not power or energy).
+
+    On a node under a budget, not the budget loop's own moves either: which GPUs it holds and how far
+    (their limits, the ``NodeBudget`` reason of an applied GPU, ``BudgetMet``'s reason while the budget
+    is met) change every few ticks while power moves, and nobody acts on single moves (the operator
+    re-shares at most once per planning interval), so they go out with the next periodic write. Errors,
+    new plans and a breach (``BudgetMet`` turning False) are still written at once.
+    """
     return (
         status.observed_plan_generation,
         tuple(
-            (g.uuid, g.state, g.reason, g.target_watts, g.power_limit_watts, g.stale, tuple(p.name for p in g.pods))
+            (
+                g.uuid,
+                g.state,
+                "" if budgeted and g.state in ("Applied", "DryRun") else g.reason,  # NodeBudget comes and goes
+                g.target_watts,
+                None if budgeted else g.power_limit_watts,
+                g.stale,
+                tuple(p.name for p in g.pods),
+            )
             for g in status.gpus
         ),
-        tuple((c.type, c.status, c.reason) for c in status.conditions),
+        tuple(
+            (c.type, c.status, "" if budgeted and c.type == "BudgetMet" and c.status == "True" else c.reason)
+            for c in status.conditions
+        ),
     )

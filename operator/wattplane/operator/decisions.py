@@ -21,6 +21,7 @@ from wattplane.api.v1alpha1.energypolicy import (
 )
 from wattplane.api.v1alpha1.gpunode import BudgetPriority, GpuNodeSpec, GpuTarget
 from wattplane.operator.views import PolicyParse
+from wattplane.planner.efficiency import parse_time
 from wattplane.planner.plan import PolicyReport
 
 #: A plan is renewed once a third of its TTL has passed, leaving two renewals' slack.
@@ -159,7 +160,7 @@ def policy_status(
         carbon=report.carbon,
         budget=report.budget,
         profiles=list(profiles)[:500],
-        carbon_budgets=list(carbon_budgets)[:500],
+        carbon_budgets=_kept_accounts(carbon_budgets, previous.carbon_budgets, now)[:500],
         energy_joules=round(energy_joules if energy_joules is not None else previous.energy_joules, 1),
         carbon_grams=round(carbon_grams if carbon_grams is not None else previous.carbon_grams, 3),
     )
@@ -204,9 +205,51 @@ def _condition(
 
 
 def status_material(status: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The parts of a policy status whose change is written at once (measurements wait)."""
-    return {k: v for k, v in status.items() if k not in _MEASUREMENTS}
+    """The parts of a policy status whose change is written at once (measurements wait).
+
+    A job's carbon-budget account accrues time every round, so only its plan is material: were the
+    account material, every round would write the status, and the write's own watch event would
+    start the next round (the operator would replan and write several times a second).
+    """
+    material = {k: v for k, v in status.items() if k not in _MEASUREMENTS}
+    if isinstance(material.get("carbonBudgets"), list):
+        material["carbonBudgets"] = [_account_material(a) for a in material["carbonBudgets"]]
+    return material
+
+
+def _account_material(account: object) -> object:
+    """What makes a change of a carbon-budget account worth writing at once: its job, budget and plan.
+
+    The first planned step always starts now, so only its limit counts; the later steps come from the
+    forecast and keep their times from round to round.
+    """
+    if not isinstance(account, Mapping):
+        return account
+    planned = [p for p in account.get("planned") or [] if isinstance(p, Mapping)]
+    steps = [p.get("watts") for p in planned[:1]] + [(p.get("start"), p.get("watts")) for p in planned[1:]]
+    fixed = {k: account.get(k) for k in ("job", "gpuModel", "maxSlowdown", "curve")}
+    return {**fixed, "planned": steps}
 
 
 #: Status fields that change with every measurement; written at most every ``status_refresh_s``.
 _MEASUREMENTS = frozenset({"measuredWatts", "energyJoules", "carbonGrams", "budget", "carbon"})
+
+
+#: How long a job's slowdown account outlives the job's absence from the plan (a pod restarting, a
+#: round that ran before the watches caught up): the job finds its account again when it is back.
+ACCOUNT_GRACE = timedelta(hours=1)
+
+
+def _kept_accounts(
+    current: Sequence[JobCarbonBudget], previous: Sequence[JobCarbonBudget], now: datetime
+) -> list[JobCarbonBudget]:
+    """This round's accounts, plus earlier ones of jobs absent this round for less than :data:`ACCOUNT_GRACE`."""
+    kept = list(current)
+    present = {a.job for a in current}
+    for account in previous:
+        if account.job in present:
+            continue
+        updated = parse_time(account.updated_at)
+        if updated is not None and now - updated < ACCOUNT_GRACE:
+            kept.append(account)
+    return kept

@@ -459,7 +459,8 @@ def decide(
     planned = [(s.start, _watts_at(hull, lvl)) for s, lvl in zip(slots, levels, strict=True)]
     planned[0] = (planned[0][0], _watts_at(hull, levels[0], current_watts))
     watts = planned[0][1]
-    why = f"carbon budget: {spent}; {slots[0].intensity:.0f} g/kWh now, planned over {horizon / 3600:.1f} h ({basis})"
+    grid = f"{slots[0].intensity:.0f} g/kWh now" if signal_usable else "no usable carbon signal"
+    why = f"carbon budget: {spent}; {grid}, planned over {horizon / 3600:.1f} h ({basis})"
     if lost >= allowed:
         # Spent: never borrow against hours the job may not live to see. Hold the account where it is.
         even = _watts_for_speed(hull, 1.0 / (1.0 + budget))

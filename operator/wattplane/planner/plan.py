@@ -517,8 +517,10 @@ def _apply_budgets(rnd: _Round, decisions: Mapping[str, _Decision]) -> _Budgets:
             out.rebalances[policy.name] = last
             shares = previous  # only measured power moved since the last re-share: the shares stand
             message += "; node shares kept until the next rebalance"
-        elif last is not None and last.footing == footing and budgeting.within_dead_band(
-            allocation.node_shares, previous, spec.hysteresis_fraction, dead_band
+        elif (
+            last is not None
+            and last.footing == footing
+            and budgeting.within_dead_band(allocation.node_shares, previous, spec.hysteresis_fraction, dead_band)
         ):
             out.rebalances[policy.name] = budgeting.Rebalance(footing, context.now)
             shares = previous  # a re-share on measured power alone that moves nothing far: no new plan

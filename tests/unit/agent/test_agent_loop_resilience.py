@@ -236,6 +236,44 @@ async def test_the_node_budget_is_enforced_and_reported_by_the_loop(tmp_path: Pa
     assert snapshot.budget is not None and snapshot.budget.budget_watts == pytest.approx(0.75 * drawn)
 
 
+async def test_the_budget_loops_own_moves_wait_for_the_periodic_status_write(tmp_path: Path) -> None:
+    """Cuts and step-by-step restores move limits every few ticks; only a plan change is written at once."""
+    objects = FakeNodeObjects()
+    clock = FakeClock()  # standing still: no periodic write falls due
+    loop, backend = make_loop(tmp_path, objects, clock)
+    for d in backend.devices():
+        d.set_load(1.0)
+    loop._drive_simulated_load = lambda: None  # type: ignore[method-assign]  # keep the load set above
+    spec = plan_for(backend, watts_above_min=5000)
+    loop._adopt({"spec": spec})
+    await loop.safe_tick()
+    drawn = objects.last_status().node_power_watts
+    loop._adopt({"spec": {**spec, "planGeneration": 2, "nodeBudgetWatts": 0.75 * drawn}})
+    for _ in range(10):  # over budget: cut, BudgetMet=False; once power follows, True (both written at once)
+        await loop.safe_tick()
+        met = get_condition(objects.last_status().conditions, "BudgetMet")
+        if met is not None and met.status == "True":
+            break
+    assert met is not None and met.status == "True", met
+    assert any(g.budget_limit_watts is not None for g in objects.last_status().gpus)
+    written = len(objects.patches)
+    # The share grows (same plan): the loop gives the watts back over many ticks, in steps.
+    loop._adopt({"spec": {**spec, "planGeneration": 2, "nodeBudgetWatts": 2 * drawn}})
+    limits: set[tuple[float, ...]] = set()
+    for _ in range(40):
+        await loop.safe_tick()
+        limits.add(tuple(d.state.power_limit_watts for d in backend.devices()))
+    assert len(limits) > 2 and loop.engine.budget is not None and not loop.engine.budget.limits
+    assert len(objects.patches) == written  # every step waited for the periodic write
+    clock.now += loop.settings.status_interval_s
+    await loop.safe_tick()
+    assert len(objects.patches) == written + 1
+    assert all(g.budget_limit_watts is None for g in objects.last_status().gpus)
+    loop._adopt({"spec": {**spec, "planGeneration": 3, "nodeBudgetWatts": 2 * drawn}})
+    await loop.safe_tick()
+    assert len(objects.patches) == written + 2  # a new plan is reported at once
+
+
 @pytest.mark.parametrize("restore", [True, False])
 async def test_stopping_restores_prior_settings_only_when_configured(tmp_path: Path, restore: bool) -> None:
     backend_limits: list[float] = []

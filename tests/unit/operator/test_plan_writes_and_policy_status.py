@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wattplane.api.conditions import Condition
+from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuTarget
 from wattplane.operator.decisions import (
+    ACCOUNT_GRACE,
     SHADOWED_IN_EVENT,
+    _kept_accounts,
     node_spec_update,
     policy_status,
     shadow_event,
@@ -231,3 +234,49 @@ def test_shadow_events_name_the_pods_and_the_winner_only_on_change() -> None:
 def test_status_material_ignores_only_measurements() -> None:
     wire = {"matchedPods": 1, "measuredWatts": 5.0, "allocatedWatts": 200.0}
     assert status_material(wire) == {"matchedPods": 1, "allocatedWatts": 200.0}
+
+
+def test_carbon_budget_accrual_waits_but_a_new_plan_is_written_at_once() -> None:
+    def account(seconds: float, now: str, planned: list[tuple[str, float]]) -> dict[str, object]:
+        return {
+            "job": "ml/train",
+            "gpuModel": "A40",
+            "maxSlowdown": 0.03,
+            "timeAtLimits": [{"watts": 300.0, "seconds": seconds}],
+            "updatedAt": now,
+            "usedSeconds": 0.0,
+            "allowedSeconds": 0.03 * seconds,
+            "curve": "prior",
+            "planned": [{"start": s, "watts": w} for s, w in planned],
+            "message": f"carbon budget: used 0 s of {0.03 * seconds:.0f} s",
+        }
+
+    later = [("2025-06-01T13:00:00Z", 100.0)]
+    first = {"matchedPods": 1, "carbonBudgets": [account(60.0, "2025-06-01T12:01:00Z", [("12:01", 300.0), *later])]}
+    # A round later: more time at 300 W, the first step starts at the new "now"; the plan is the same.
+    accrued = {
+        "matchedPods": 1,
+        "carbonBudgets": [account(61.0, "2025-06-01T12:01:01Z", [("12:01:01", 300.0), *later])],
+    }
+    assert status_material(first) == status_material(accrued)
+    # The limit for now changes, or a later step moves: written at once.
+    lowered = {"matchedPods": 1, "carbonBudgets": [account(62.0, "2025-06-01T12:01:02Z", [("12:01:02", 100.0)])]}
+    moved = {
+        "matchedPods": 1,
+        "carbonBudgets": [
+            account(61.0, "2025-06-01T12:01:01Z", [("12:01:01", 300.0), ("2025-06-01T14:00:00Z", 100.0)])
+        ],
+    }
+    assert status_material(lowered) != status_material(first)
+    assert status_material(moved) != status_material(first)
+    assert status_material({"carbonBudgets": []}) == {"carbonBudgets": []}
+
+
+def test_an_account_outlives_a_short_absence_of_its_job_but_not_a_long_one() -> None:
+    now = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    recent = JobCarbonBudget(job="ml/a", gpu_model="A40", updated_at=(now - timedelta(minutes=1)).isoformat())
+    old = JobCarbonBudget(job="ml/b", gpu_model="A40", updated_at=(now - ACCOUNT_GRACE).isoformat())
+    present = JobCarbonBudget(job="ml/c", gpu_model="A40", updated_at=now.isoformat())
+    kept = _kept_accounts([present], [recent, old, present.model_copy(update={"used_seconds": 9.0})], now)
+    assert [a.job for a in kept] == ["ml/c", "ml/a"]
+    assert kept[0].used_seconds == 0.0  # this round's account wins over the stored one

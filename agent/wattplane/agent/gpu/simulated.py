@@ -54,6 +54,17 @@ from wattplane.agent.gpu.workloads import LimitCurve, Workload
 logger = logging.getLogger(__name__)
 
 _UUID_NAMESPACE = uuidlib.UUID("6b1b3c64-6f2a-4f3e-9b1e-77617474706c")
+
+
+def simulated_gpu_uuid(node_name: str, index: int) -> str:
+    """The UUID of simulated GPU ``index`` of ``node_name``: stable across restarts, unique per node.
+
+    A device plugin advertising simulated GPUs to a real kubelet uses these as its device IDs, so
+    the kubelet's PodResources API names the same GPUs the sim backend manages.
+    """
+    return "GPU-" + str(uuidlib.uuid5(_UUID_NAMESPACE, f"{node_name}/{index}"))
+
+
 #: How often (in clock seconds) a read persists the advancing counters.
 _PERSIST_EVERY_S = 5.0
 #: NVML clock-event reasons the simulator reports.
@@ -379,7 +390,7 @@ class SimulatedBackend:
         faults = None if faults_file is None else FaultsFile(faults_file)
         self._devices: list[SimulatedGpu] = []
         for index in range(gpu_count):
-            gpu_uuid = "GPU-" + str(uuidlib.uuid5(_UUID_NAMESPACE, f"{node_name}/{index}"))
+            gpu_uuid = simulated_gpu_uuid(node_name, index)
             state = saved.get(gpu_uuid) or _DeviceState(
                 power_limit_watts=spec.default_watts, last_time=clock(), workload=workload
             )
