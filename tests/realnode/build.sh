@@ -119,7 +119,7 @@ else
   build_pause() {
     local ctr
     ctr=$(bah from scratch)
-    bah copy "$ctr" "$bin/pause" /pause
+    bah copy --quiet "$ctr" "$bin/pause" /pause >/dev/null
     bah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
     bah commit --quiet --rm "$ctr" "$PAUSE_IMAGE" >/dev/null
     rm -f "$images/pause.tar"
@@ -138,8 +138,11 @@ if fresh "$images/wattplane.stamp" "$image_want" "$images/wattplane.tar"; then
   echo "realnode: image $IMAGE up to date"
 else
   build_image() {
-    # --pull=never: the base must be the one built above; a registry is never asked.
-    bah bud --quiet --pull=never --layers --network host -f "$root/Dockerfile" -t "$IMAGE" "$root" >/dev/null
+    # --pull=never: the base must be the one built above; a registry is never asked. No layer
+    # cache: with vfs every cached layer is a full copy of the filesystem, and each source change
+    # would leave another gigabyte behind; the image from the previous build is dropped likewise.
+    bah bud --quiet --pull=never --network host -f "$root/Dockerfile" -t "$IMAGE" "$root" >/dev/null
+    bah rmi --prune >/dev/null 2>&1 || true
     rm -f "$images/wattplane.tar"
     bah push --quiet "$IMAGE" "docker-archive:$images/wattplane.tar:$IMAGE"
   }

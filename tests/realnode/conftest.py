@@ -1,8 +1,10 @@
 """The real-node tier's fixture: a control plane plus a real kubelet/containerd node (see realnode.py).
 
-The tier is opt-in: it runs when ``WATTPLANE_REAL_NODE=1``, and is skipped with a reason naming that
-variable otherwise. Where it is asked for and the machine cannot host it (not root, a package that
-will not install, a build that fails) the test fails rather than skips: someone asked for it.
+The tier runs when ``WATTPLANE_REAL_NODE=1`` or in CI (``WATTPLANE_REQUIRE_CLUSTER=1``, set by
+``.ci/run``); elsewhere it is skipped with a reason naming the variable. ``WATTPLANE_REAL_NODE=0``
+turns it off explicitly (e.g. ``.ci/run`` on a workstation without root), with a skip that says so.
+Where it is asked for and the machine cannot host it (not root, a package that will not install, a
+build that fails) the test fails rather than skips: someone asked for it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import realnode  # the directory is put on sys.path just above
 
 
 def _requested() -> bool:
-    return os.environ.get(realnode.ENABLE_VAR) == "1"
+    switch = os.environ.get(realnode.ENABLE_VAR)
+    if switch is not None:
+        return switch == "1"
+    return os.environ.get("WATTPLANE_REQUIRE_CLUSTER") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -28,13 +33,13 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[realnode.Rea
     """A running real node joined to its own control plane; everything is stopped afterwards."""
     if not _requested():
         pytest.skip(
-            f"real-node tier is opt-in: set {realnode.ENABLE_VAR}=1 to run it (needs root; installs containerd, "
+            f"real-node tier not requested: set {realnode.ENABLE_VAR}=1 to run it (needs root; installs containerd, "
             "runc, CNI plugins, buildah, mmdebstrap with apt and builds kubelet and the image, see tests/realnode)"
         )
     try:
         timings = realnode.prepare()
     except realnode.Unavailable as exc:
-        pytest.fail(f"{realnode.ENABLE_VAR}=1 but this machine cannot host a real node: {exc}")
+        pytest.fail(f"real-node tier requested but this machine cannot host it: {exc}")
     with realnode.machine_lock():
         node = realnode.start(tmp_path_factory.mktemp("realnode"))
         node.timings.update({f"prepare: {k}": v for k, v in timings.items()})

@@ -25,16 +25,19 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import yaml
 from controlplane import (
+    TOKEN,
     WORKLOAD_CONTROLLERS,
     ControlPlane,
     Process,
@@ -98,13 +101,18 @@ def prepare(log: IO[str] = sys.stderr) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def machine_lock() -> Iterator[None]:
-    """Hold the machine-wide lock: one real node per machine."""
+def machine_lock(wait_s: float = 900) -> Iterator[None]:
+    """Hold the machine-wide lock: one real node per machine (waits for another one to finish)."""
     with LOCK.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Unavailable(f"another real node holds {LOCK} on this machine") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"another real node held {LOCK} on this machine for {wait_s:.0f} s") from None
+                time.sleep(2)
         try:
             yield
         finally:
@@ -127,6 +135,10 @@ class RealNode:
     containerd_socket: Path
     processes: dict[str, Process] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Network namespaces and /run entries that existed before the node: teardown leaves them alone.
+    netns_before: frozenset[str] = field(default_factory=lambda: _netns())
+    run_containerd_existed: bool = field(default_factory=lambda: Path("/run/containerd").exists())
+    run_netns_was_mounted: bool = field(default_factory=lambda: "/run/netns" in _mountpoints())
 
     @property
     def api_port(self) -> int:
@@ -154,12 +166,15 @@ class RealNode:
     def stop(self) -> None:
         """Stop everything started for the node, newest first; never raises."""
         steps: list[tuple[str, Callable[[], None]]] = [
+            ("pods", self._drain),
             ("device plugin", lambda: self._stop_process("simgpu-plugin")),
             ("kubelet", lambda: self._stop_process("kubelet")),
             ("containers", self._remove_containers),
             ("containerd", lambda: self._stop_process("containerd")),
             ("shims", self._kill_shims),
             ("mounts", self._unmount),
+            ("network namespaces", self._remove_netns),
+            ("runtime state", self._remove_runtime_state),
             ("bridge", lambda: _run(["ip", "link", "del", BRIDGE], check=False) and None),
             ("cgroups", _remove_kubepods_cgroups),
             ("kubelet files", _remove_kubelet_state),
@@ -170,6 +185,44 @@ class RealNode:
                 step()
             except Exception as exc:  # teardown goes on: every later step still matters
                 sys.stderr.write(f"realnode: stopping {what} failed: {exc}\n")
+
+    def _drain(self) -> None:
+        """Delete every pod still on the node; the kubelet tears them down the normal way.
+
+        That stops the containers, runs CNI DEL and removes the network namespaces. Bounded: the
+        forced steps that follow clean up whatever is left.
+        """
+        kubelet = self.processes.get("kubelet")
+        if kubelet is None or kubelet.popen.poll() is not None:
+            return
+        pods = _api(self.cp, "GET", f"/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE}").get("items", [])
+        for pod in pods:
+            meta = pod["metadata"]
+            with contextlib.suppress(Exception):
+                _api(
+                    self.cp,
+                    "DELETE",
+                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}?gracePeriodSeconds=1",
+                )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not self.ctr("tasks", "ls", "-q", check=False, timeout=30).stdout.split():
+                return
+            time.sleep(1)
+
+    def _remove_netns(self) -> None:
+        for name in _netns() - self.netns_before:
+            path = Path("/run/netns") / name
+            _run(["umount", str(path)], check=False)
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if not self.run_netns_was_mounted and not _netns():
+            _run(["umount", "/run/netns"], check=False)
+
+    def _remove_runtime_state(self) -> None:
+        shutil.rmtree(self.containerd_socket.parent, ignore_errors=True)
+        if not self.run_containerd_existed:
+            shutil.rmtree("/run/containerd", ignore_errors=True)
 
     def _stop_process(self, name: str) -> None:
         process = self.processes.get(name)
@@ -201,7 +254,8 @@ class RealNode:
     def _unmount(self) -> None:
         prefixes = (str(self.workdir) + "/", str(KUBELET_ROOT) + "/", f"/run/containerd-{NODE}/")
         for mountpoint in sorted(_mountpoints(), key=len, reverse=True):
-            if mountpoint.startswith(prefixes):
+            # The kubelet bind-mounts its root directory onto itself (to make it rshared).
+            if mountpoint.startswith(prefixes) or mountpoint == str(KUBELET_ROOT):
                 _run(["umount", "-l", mountpoint], check=False)
 
 
@@ -213,6 +267,20 @@ def _pids_with_cmdline(marker: bytes) -> list[int]:
                 if marker in (entry / "cmdline").read_bytes():
                     pids.append(int(entry.name))
     return pids
+
+
+def _netns() -> frozenset[str]:
+    with contextlib.suppress(OSError):
+        return frozenset(p.name for p in Path("/run/netns").iterdir())
+    return frozenset()
+
+
+def _api(cp: ControlPlane, method: str, path: str) -> dict[str, Any]:
+    """A JSON request on the API server as admin."""
+    ctx = ssl.create_default_context(cafile=str(cp.ca_file))
+    request = urllib.request.Request(cp.server + path, method=method, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, context=ctx, timeout=10) as response:
+        return dict(json.load(response))
 
 
 def _mountpoints() -> list[str]:
@@ -312,6 +380,10 @@ state = "{socket.parent / "state"}"
 {cri}
   sandbox_image = "{PAUSE_IMAGE}"
   enable_cdi = false
+  # Never ask for an OOM score below containerd's own: lowering it needs CAP_SYS_RESOURCE, which
+  # sandboxed CI machines do not grant even to root (runc fails the pause container's
+  # oom_score_adj=-998 write with EACCES, and no pod starts).
+  restrict_oom_score_adj = true
 {cri[:-1]}.containerd]
   snapshotter = "overlayfs"
   default_runtime_name = "runc"
@@ -403,6 +475,8 @@ def start(workdir: Path, *, log: IO[str] = sys.stderr) -> RealNode:
         extra_tokens=[f'{NODE_TOKEN},system:node:{NODE},{NODE}-uid,"system:nodes"'],
         controllers=f"{WORKLOAD_CONTROLLERS},nodelifecycle",
         service_accounts=True,
+        # Logs, exec and the pod proxy: reach the kubelet at its address, not its (unresolvable) name.
+        apiserver_args=["--kubelet-preferred-address-types=InternalIP"],
     )
     config, socket = _containerd_config(workdir)
     node = RealNode(workdir, cp, socket, timings=timings)
@@ -465,13 +539,5 @@ def _start_node(node: RealNode, config: Path, socket: Path, log: IO[str]) -> Non
 
 
 def _node_ready(cp: ControlPlane) -> bool:
-    import ssl
-    import urllib.request
-
-    from controlplane import TOKEN
-
-    ctx = ssl.create_default_context(cafile=str(cp.ca_file))
-    req = urllib.request.Request(f"{cp.server}/api/v1/nodes/{NODE}", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(req, context=ctx, timeout=5) as response:
-        status = json.load(response).get("status", {})
+    status = _api(cp, "GET", f"/api/v1/nodes/{NODE}").get("status", {})
     return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))

@@ -244,6 +244,13 @@ def test_chart_runs_attributes_caps_and_restores_on_a_real_node(real_node: realn
     metrics = cli.ok("kubectl", "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{agent_pod}:9402/proxy/metrics")
     limits = re.findall(r'^wattplane_gpu_power_limit_watts\{[^}]*uuid="([^"]+)"[^}]*\} (\S+)$', metrics, re.M)
     assert (gpu["uuid"], str(capped_watts)) in limits, f"cap not exported: {limits}"
+    assert re.search(rf'^wattplane_pod_gpu_energy_joules_total\{{[^}}]*namespace="{WORKLOADS}"', metrics, re.M)
+
+    def policy_ready() -> bool:
+        conditions = cli.json("energypolicy", "realnode-cap").get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    _until("EnergyPolicy realnode-cap Ready", policy_ready, 60, node)
 
     # 5. helm uninstall: the agent restores on SIGTERM; read the device state on the node.
     cli.ok("helm", "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "3m", timeout=240)

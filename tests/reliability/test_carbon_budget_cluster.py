@@ -274,7 +274,7 @@ async def _api_writes(fleet: FaultFleet) -> float:
 
 
 def _carbon_budget_reason(targets: list[dict[str, Any]]) -> bool:
-    return all(t["reason"].startswith(f"EnergyPolicy {POLICY}: carbon budget: ") for t in targets)
+    return all(t["reason"].startswith(f"EnergyPolicy {POLICY}: carbon budget ") for t in targets)
 
 
 async def _clean_hours(rec: Recorder) -> Seen:
@@ -293,7 +293,7 @@ async def _clean_hours(rec: Recorder) -> Seen:
     assert clean.account.max_slowdown == SLOWDOWN, "the pod's wattplane.io/max-slowdown must override the policy"
     assert clean.account.gpu_model == "A40" and clean.account.curve == "prior"
     assert _carbon_budget_reason(clean.targets), clean.targets
-    assert "carbon budget: " in clean.account.message
+    assert "carbon budget " in clean.account.message and "used " in clean.account.message
     # The replay began at the first fetch, after the policy existed: the dirty hours begin at most six
     # trace hours after any account the operator wrote, and not before it.
     dirty_at = _when(clean.account.planned[1].start)

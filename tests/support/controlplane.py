@@ -196,6 +196,7 @@ def start_control_plane(
     extra_tokens: Sequence[str] = (),
     controllers: str = OBJECT_CONTROLLERS,
     service_accounts: bool = False,
+    apiserver_args: Sequence[str] = (),
 ) -> ControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager and kwok; install the CRDs.
 
@@ -203,7 +204,8 @@ def start_control_plane(
     (an address its pods can reach, as the API server's bind, advertise and certificate address),
     ``extra_tokens`` (``token,user,uid,"group"`` lines, e.g. the kubelet's ``system:node:`` identity),
     the pod-creating ``controllers`` and ``service_accounts`` (ServiceAccount admission on, the root
-    CA published to every namespace), so that pods get real projected service-account tokens.
+    CA published to every namespace), so that pods get real projected service-account tokens, and
+    ``apiserver_args`` (more kube-apiserver flags).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     etcd_port, peer_port, api_port, kcm_port, kwok_port = (free_port() for _ in range(5))
@@ -243,6 +245,7 @@ def start_control_plane(
             "--service-cluster-ip-range=10.96.0.0/12",
             "--endpoint-reconciler-type=none",
             *([] if service_accounts else ["--disable-admission-plugins=ServiceAccount"]),
+            *apiserver_args,
         ],
         workdir,
     )

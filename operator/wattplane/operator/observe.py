@@ -39,11 +39,15 @@ class _Sample:
 
 
 def _probe_overridden(job: JobView, targets: Mapping[str, GpuTarget], profile: JobProfile | None) -> bool:
-    """Whether a GPU of a profiling job runs below the probe (a budget cut): that window measures nothing."""
+    """Whether a GPU of a profiling job runs away from the probe: that window measures nothing.
+
+    Below it: a budget cut. Above it: anything that lifted the probe (the window would be attributed to
+    a limit the GPUs did not run at).
+    """
     if profile is None or profile.state != "Profiling" or profile.current_watts is None:
         return False
     return any(
-        (t := targets.get(u)) is not None and t.power_limit_watts < profile.current_watts - 0.5 for u in job.gpus
+        (t := targets.get(u)) is not None and abs(t.power_limit_watts - profile.current_watts) > 0.5 for u in job.gpus
     )
 
 
@@ -155,26 +159,23 @@ class JobObserver:
         profile = self.profiles.get(key)
         values = [samples.get(k) for k in job.pods]
         joules = [energy.get(u) for u in job.gpus]
-        observation = None
-        if (
-            values
-            and all(v is not None for v in values)
-            and all(e is not None for e in joules)
-            and not _probe_overridden(job, targets, profile)
-        ):
-            observation = JobObservation(
+        reading = None
+        if values and all(v is not None for v in values) and all(e is not None for e in joules):
+            reading = JobObservation(
                 progress=math.fsum(v.value for v in values if v is not None),
                 energy_joules=math.fsum(e for e in joules if e is not None),
                 at=now,
                 gpus=len(job.gpus),
             )
+        observation = None if _probe_overridden(job, targets, profile) else reading
         slowdowns = [
             s for k in job.pods if (s := parse_pod_annotations(self._annotations.get(k, {})).max_slowdown) is not None
         ]
         if slowdowns:  # the pod's own tolerance, if it states one, is the one that counts
             spec = spec.model_copy(update={"max_slowdown": min(slowdowns)})
         carbon = policy.spec.carbon
-        if carbon is not None and carbon.mode == "Budgeted":
+        budgeted = carbon is not None and carbon.mode == "Budgeted"
+        if carbon is not None and budgeted:
             # The sweep only measures what the budget can use: limits down to twice the slowdown budget.
             budget = min(slowdowns) if slowdowns else carbon.max_slowdown
             spec = spec.model_copy(update={"early_stop_fraction": max(spec.early_stop_fraction, 1 / (1 + 2 * budget))})
@@ -187,6 +188,7 @@ class JobObserver:
             max_watts=job.max_watts,
             observation=observation,
             now=now,
+            look_ahead=budgeted,
         )
 
     def _advance_stragglers(

@@ -162,6 +162,8 @@ class BudgetDecision:
 
 
 def _finite(value: object) -> bool:
+    if type(value) is float:
+        return math.isfinite(value)
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -176,10 +178,12 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso(t: datetime) -> str:
     return _aware(t).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -209,7 +213,26 @@ def prior_curve(default_watts: float) -> JobCurve:
     return JobCurve(points, "prior", default_watts)
 
 
+#: The last curve built per profile object: profiles are immutable values that the observer hands back
+#: unchanged round after round, so a finished profile is turned into a curve once, not every round.
+_CURVES: dict[int, tuple[JobProfile, float, JobCurve | None]] = {}
+
+
 def profile_curve(profile: JobProfile | None, default_watts: float) -> JobCurve | None:
+    """:func:`measured_curve`, memoised on the profile object."""
+    if profile is None or profile.state != "Done":
+        return None
+    hit = _CURVES.get(id(profile))
+    if hit is not None and hit[0] is profile and hit[1] == default_watts:
+        return hit[2]
+    if len(_CURVES) > 4096:
+        _CURVES.clear()
+    curve = measured_curve(profile, default_watts)
+    _CURVES[id(profile)] = (profile, default_watts, curve)
+    return curve
+
+
+def measured_curve(profile: JobProfile | None, default_watts: float) -> JobCurve | None:
     """The measured curve of a finished Zeus sweep (``None`` when there is none to use).
 
     Speed is relative to the time per unit at the device default limit (interpolated; the highest
@@ -290,13 +313,21 @@ def settle(
         a, b = min(itertools.pairwise(ordered), key=lambda ab: ab[1] - ab[0])
         sa, sb = bins.pop(a), bins.pop(b)
         bins[round((a * sa + b * sb) / (sa + sb), 1) if sa + sb > 0 else a] = sa + sb
+    known = {entry.watts: entry for entry in account.time_at_limits}  # unchanged entries are shared, not rebuilt
+    entries = [_entry(known.get(w), w, round(t, 3)) for w, t in sorted(bins.items())]
     update: dict[str, object] = {
-        "time_at_limits": [LimitSeconds.model_construct(watts=w, seconds=round(s, 3)) for w, s in sorted(bins.items())],
+        "time_at_limits": entries,
         "updated_at": _iso(now) if last is None or seconds >= 0 else account.updated_at,
     }
     if max_slowdown is not None:
         update["max_slowdown"] = max_slowdown
     return account.model_copy(update=update)
+
+
+def _entry(known: LimitSeconds | None, watts: float, seconds: float) -> LimitSeconds:
+    if known is not None and known.seconds == seconds:
+        return known
+    return LimitSeconds.model_construct(watts=watts, seconds=seconds)
 
 
 def price(account: JobCarbonBudget, curve: JobCurve) -> tuple[float, float]:
@@ -437,12 +468,14 @@ def decide(
         "allowed_seconds": round(allowed, 3),
         "curve": curve.source,
     }
-    spent = f"used {lost:.0f} s of {allowed:.0f} s ({budget:.1%} budget, {curve.source} curve)"
+    # The target's reason must stay the same while the decision does (the operator writes a GpuNode
+    # whenever a target changes): the running figures go into the account's message only.
+    head = f"carbon budget {budget:.1%} ({curve.source} curve)"
+    spent = f"used {lost:.0f} s of {allowed:.0f} s"
     if not signal_usable and fallback_max:
-        return _answer(account, None, figures, [], f"carbon budget: {spent}; signal unusable, fallback Max")
+        return _answer(account, None, figures, [], f"{head}: signal unusable, fallback Max", spent)
     if lost > (budget + OVERDRAFT) * base + 1e-9:
-        why = f"carbon budget: {spent}; over budget, uncapped until back inside → {hi:g} W"
-        return _answer(account, hi, figures, [], why)
+        return _answer(account, hi, figures, [], f"{head}: over budget, uncapped until back inside → {hi:g} W", spent)
     # Whole hours: jobs of similar age share one horizon, and its slots are computed once a round.
     hours = min(max(job_age_s, MIN_HORIZON_S), max(lookahead_hours, 0.0) * 3600.0 or MIN_HORIZON_S) / 3600.0
     horizon = math.ceil(hours - 1e-9) * 3600.0
@@ -460,7 +493,7 @@ def decide(
     planned[0] = (planned[0][0], _watts_at(hull, levels[0], current_watts))
     watts = planned[0][1]
     grid = f"{slots[0].intensity:.0f} g/kWh now" if signal_usable else "no usable carbon signal"
-    why = f"carbon budget: {spent}; {grid}, planned over {horizon / 3600:.1f} h ({basis})"
+    why = f"{head}: {grid} ({basis})"
     if lost >= allowed:
         # Spent: never borrow against hours the job may not live to see. Hold the account where it is.
         even = _watts_for_speed(hull, 1.0 / (1.0 + budget))
@@ -468,7 +501,14 @@ def decide(
             watts = even
             planned[0] = (planned[0][0], watts)
             why += ", budget spent: break-even speed"
-    return _answer(account, watts, figures, planned, f"{why} → {watts:g} W")
+    spent += f", planned over the next {horizon / 3600:.0f} h"
+    return _answer(account, watts, figures, planned, f"{why} → {watts:g} W", spent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _step(start: datetime, watts: float) -> PlannedLimit:
+    """One planned step (steps are shared by the jobs that plan the same limit for the same slot)."""
+    return PlannedLimit.model_construct(start=_iso(start), watts=watts)
 
 
 def _answer(
@@ -477,6 +517,7 @@ def _answer(
     figures: Mapping[str, object],
     planned: Sequence[tuple[datetime, float]],
     reason: str,
+    spent: str,
 ) -> BudgetDecision:
     steps: list[PlannedLimit] = []
     for start, w in planned:
@@ -484,8 +525,8 @@ def _answer(
             continue
         if len(steps) == MAX_PLANNED:
             break
-        steps.append(PlannedLimit.model_construct(start=_iso(start), watts=w))
-    updated = account.model_copy(update={**figures, "planned": steps, "message": reason})
+        steps.append(_step(start, w))
+    updated = account.model_copy(update={**figures, "planned": steps, "message": f"{spent}; {reason}"})
     return BudgetDecision(watts, updated, reason)
 
 

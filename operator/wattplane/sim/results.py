@@ -175,6 +175,10 @@ class Comparison:
     p95_jct_change: float | None
     p99_jct_change: float | None
     max_jct_change: float | None
+    #: Run time (start to end, queueing left out): what a per-job slowdown promise controls. JCT also
+    #: carries queueing, which a slower job causes for the jobs waiting for its GPUs.
+    p99_run_time_change: float | None
+    max_run_time_change: float | None
     high_priority_jct_change: float | None
     high_priority_throughput: float | None
     seconds_over_budget: float
@@ -185,6 +189,12 @@ class Comparison:
 def compare(run: RunResult, base: RunResult) -> Comparison:
     """``run`` relative to ``base`` (the uncapped run)."""
     base_jct = {r.id: r.jct_s for r in base.receipts if r.kind == "training" and r.jct_s}
+    base_run = {r.id: r.end_s - r.start_s for r in base.receipts if r.kind == "training" and r.end_s is not None}
+    runs = [
+        (r.end_s - r.start_s) / base_run[r.id] - 1.0
+        for r in run.receipts
+        if r.kind == "training" and r.end_s is not None and base_run.get(r.id, 0.0) > 0
+    ]
     changes: list[float] = []
     high: list[float] = []
     for r in run.receipts:
@@ -205,6 +215,8 @@ def compare(run: RunResult, base: RunResult) -> Comparison:
         p95_jct_change=percentile(changes, 95) if changes else None,
         p99_jct_change=percentile(changes, 99) if changes else None,
         max_jct_change=max(changes) if changes else None,
+        p99_run_time_change=percentile(runs, 99) if runs else None,
+        max_run_time_change=max(runs) if runs else None,
         high_priority_jct_change=math.fsum(high) / len(high) if high else None,
         high_priority_throughput=(run.high_priority_work_gpu_s / base_high) if base_high > 0 else None,
         seconds_over_budget=math.fsum(s.over_s for s in run.scopes),

@@ -36,6 +36,8 @@ VS_KEYS = {
     "p95_jct_change",
     "p99_jct_change",
     "max_jct_change",
+    "p99_run_time_change",
+    "max_run_time_change",
     "high_priority_jct_change",
     "high_priority_throughput",
     "seconds_over_budget",
