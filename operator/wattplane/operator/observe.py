@@ -39,15 +39,11 @@ class _Sample:
 
 
 def _probe_overridden(job: JobView, targets: Mapping[str, GpuTarget], profile: JobProfile | None) -> bool:
-    """Whether a GPU of a profiling job runs away from the probe: that window measures nothing.
-
-    Below it: a budget cut. Above it: anything that lifted the probe (the window would be attributed to
-    a limit the GPUs did not run at).
-    """
+    """Whether a GPU of a profiling job runs below the probe (a budget cut): that window measures nothing."""
     if profile is None or profile.state != "Profiling" or profile.current_watts is None:
         return False
     return any(
-        (t := targets.get(u)) is not None and abs(t.power_limit_watts - profile.current_watts) > 0.5 for u in job.gpus
+        (t := targets.get(u)) is not None and t.power_limit_watts < profile.current_watts - 0.5 for u in job.gpus
     )
 
 
@@ -174,8 +170,7 @@ class JobObserver:
         if slowdowns:  # the pod's own tolerance, if it states one, is the one that counts
             spec = spec.model_copy(update={"max_slowdown": min(slowdowns)})
         carbon = policy.spec.carbon
-        budgeted = carbon is not None and carbon.mode == "Budgeted"
-        if carbon is not None and budgeted:
+        if carbon is not None and carbon.mode == "Budgeted":
             # The sweep only measures what the budget can use: limits down to twice the slowdown budget.
             budget = min(slowdowns) if slowdowns else carbon.max_slowdown
             spec = spec.model_copy(update={"early_stop_fraction": max(spec.early_stop_fraction, 1 / (1 + 2 * budget))})
@@ -188,7 +183,6 @@ class JobObserver:
             max_watts=job.max_watts,
             observation=observation,
             now=now,
-            look_ahead=budgeted,
         )
 
     def _advance_stragglers(

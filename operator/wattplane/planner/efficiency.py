@@ -257,7 +257,6 @@ def advance(
     max_watts: float,
     observation: JobObservation | None,
     now: datetime,
-    look_ahead: bool = False,
 ) -> JobProfile:
     """One planning round of a job's Zeus sweep: the profile after seeing ``observation`` at ``now``.
 
@@ -272,10 +271,6 @@ def advance(
             probe is a limit the GPUs really run at.
         observation: The job's progress and energy now, or ``None`` when unavailable this round.
         now: The planning round's time.
-        look_ahead: Also stop *before* a probe that the last two points predict to be below the early-stop
-            throughput (twice their drop per watt, as speed falls faster towards the floor), instead of
-            measuring it first. A budgeted carbon section asks for this: every probe is paid from the
-            job's slowdown budget, and that one would not be used.
 
     Returns:
         A new profile; ``profile`` is never modified. Never raises on odd numbers (NaN, counters
@@ -297,7 +292,7 @@ def advance(
     if profile.state == "Done":
         return _done(profile, spec, lo, hi, obs, now)
     if profile.state == "Profiling":
-        return _profiling(profile, spec, lo, hi, obs, now, look_ahead)
+        return _profiling(profile, spec, lo, hi, obs, now)
     if obs is None:  # NoProgressSignal or Failed, still nothing to measure with
         if profile.state == "NoProgressSignal":
             return profile.model_copy(deep=True)
@@ -359,13 +354,7 @@ def _stopped_early(points: Sequence[ProfilePoint], lo: float) -> bool:
 
 
 def _profiling(
-    profile: JobProfile,
-    spec: EfficiencySpec,
-    lo: float,
-    hi: float,
-    obs: JobObservation | None,
-    now: datetime,
-    look_ahead: bool = False,
+    profile: JobProfile, spec: EfficiencySpec, lo: float, hi: float, obs: JobObservation | None, now: datetime
 ) -> JobProfile:
     job, model = profile.job, profile.gpu_model
     current = profile.current_watts
@@ -424,7 +413,7 @@ def _profiling(
     )
     points = [p.model_copy() for p in profile.points if abs(p.watts - current) > _WATTS_EPS] + [point]
     points.sort(key=lambda p: -p.watts)
-    return _next(profile, spec, lo, hi, points, point, obs, now, look_ahead)
+    return _next(profile, spec, lo, hi, points, point, obs, now)
 
 
 def _next(
@@ -436,20 +425,11 @@ def _next(
     latest: ProfilePoint,
     obs: JobObservation,
     now: datetime,
-    look_ahead: bool = False,
 ) -> JobProfile:
     """After measuring ``latest``: probe the next limit down, or finish."""
     valid = _in_range(points, lo, hi)
     best_rate = max(1.0 / p.seconds_per_unit for p in valid)
     slow = 1.0 / latest.seconds_per_unit < spec.early_stop_fraction * best_rate
-    nxt = _clamp(latest.watts - _step(spec, lo, hi), lo, hi)
-    if look_ahead and not slow and len(valid) >= 2:
-        above = min((p for p in valid if p.watts > latest.watts + _WATTS_EPS), key=lambda p: p.watts, default=None)
-        if above is not None:
-            # Speed falls faster the lower the limit: predict twice the last drop per watt.
-            slope = (1.0 / above.seconds_per_unit - 1.0 / latest.seconds_per_unit) / (above.watts - latest.watts)
-            predicted = 1.0 / latest.seconds_per_unit - 2.0 * max(slope, 0.0) * (latest.watts - nxt)
-            slow = predicted < spec.early_stop_fraction * best_rate
     at_floor = latest.watts <= lo + _WATTS_EPS
     if slow or at_floor or len(points) >= MAX_POINTS:
         chosen = choose_limit(valid, spec.eta, hi, spec.max_slowdown, gpus=obs.gpus)
@@ -464,6 +444,7 @@ def _next(
             completed_at=format_time(now),
             message=message,
         )
+    nxt = _clamp(latest.watts - _step(spec, lo, hi), lo, hi)
     rate = 1.0 / latest.seconds_per_unit
     return _probe(
         profile.job,

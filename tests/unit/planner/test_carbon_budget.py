@@ -16,11 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wattplane.agent.gpu.workloads import LimitCurve
-from wattplane.api.v1alpha1.energypolicy import EfficiencySpec, JobCarbonBudget, JobProfile, LimitSeconds, ProfilePoint
+from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget, JobProfile, LimitSeconds, ProfilePoint
 from wattplane.cli.simulate import shipped_trace
 from wattplane.planner import carbonbudget as cb
 from wattplane.planner.context import CarbonInput
-from wattplane.planner.efficiency import JobObservation, advance
 from wattplane.sim.carbon import CarbonTrack
 from wattplane.sim.catalog import Catalog
 from wattplane.sim.oracles import carbon_schedule, sweep_limits
@@ -279,42 +278,3 @@ def test_nonsense_signal_values_are_ignored_not_fatal() -> None:
     sig = CarbonInput(intensity=200.0, time=NOW, forecast=((NOW + HOUR, float("nan")), (NOW + 2 * HOUR, -5.0)))
     slots, _ = cb.forecast_slots(sig, NOW, 3 * 3600.0)
     assert all(s.intensity == 200.0 for s in slots)
-
-
-# -- the sweep under a budget ------------------------------------------------------------------------
-
-
-def sweep(look_ahead: bool) -> list[float]:
-    """Drive a Zeus sweep over a curve whose speed drops ever faster below 250 W; the limits it measured."""
-
-    def rate(watts: float) -> float:
-        return 1.0 - max(0.0, 250.0 - watts) ** 2 / 20000.0  # 1.0 down to 250 W, 0.97 at 225 W, 0.875 at 200 W
-
-    spec = EfficiencySpec(early_stop_fraction=1 / 1.05)
-    profile, progress, energy, t = None, 0.0, 0.0, NOW
-    for _ in range(200):
-        watts = profile.current_watts if profile is not None and profile.current_watts is not None else HI
-        profile = advance(
-            profile,
-            job="ml/j",
-            gpu_model="A40",
-            spec=spec,
-            min_watts=LO,
-            max_watts=HI,
-            observation=JobObservation(progress=progress, energy_joules=energy, at=t),
-            now=t,
-            look_ahead=look_ahead,
-        )
-        if profile.state == "Done":
-            return sorted(p.watts for p in profile.points)
-        step = 15.0
-        progress += step * rate(watts)
-        energy += step * watts
-        t += timedelta(seconds=step)
-    raise AssertionError("the sweep did not finish")
-
-
-def test_under_a_budget_the_sweep_stops_before_a_probe_it_predicts_too_slow() -> None:
-    plain, ahead = sweep(look_ahead=False), sweep(look_ahead=True)
-    assert min(plain) == 200.0  # measured 200 W (0.875 of the best) before stopping
-    assert min(ahead) == 225.0  # 250 → 225 W dropped 3 %: twice that per step puts 200 W below 1/1.05
