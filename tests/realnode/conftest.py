@@ -28,22 +28,27 @@ def _requested() -> bool:
     return os.environ.get("WATTPLANE_REQUIRE_CLUSTER") == "1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[realnode.RealNode]:
-    """A running real node joined to its own control plane; everything is stopped afterwards."""
+    """A running real node joined to its own control plane; everything is stopped afterwards.
+
+    Module scope: the node (and the machine-wide lock) is given back as soon as the tier's tests are
+    done, not at the end of the whole session, so it costs the rest of the suite nothing.
+    """
     if not _requested():
         pytest.skip(
             f"real-node tier not requested: set {realnode.ENABLE_VAR}=1 to run it (needs root; installs containerd, "
             "runc, CNI plugins, buildah, mmdebstrap with apt and builds kubelet and the image, see tests/realnode)"
         )
+    # The lock also serializes the builds: two checkouts may share one .cache (and its buildah store).
     try:
-        timings = realnode.prepare()
-    except realnode.Unavailable as exc:
+        with realnode.machine_lock():
+            timings = realnode.prepare()
+            node = realnode.start(tmp_path_factory.mktemp("realnode"))
+            node.timings.update({f"prepare: {k}": v for k, v in timings.items()})
+            try:
+                yield node
+            finally:
+                node.stop()
+    except realnode.Unavailable as exc:  # raised before the node exists, never by the tests
         pytest.fail(f"real-node tier requested but this machine cannot host it: {exc}")
-    with realnode.machine_lock():
-        node = realnode.start(tmp_path_factory.mktemp("realnode"))
-        node.timings.update({f"prepare: {k}": v for k, v in timings.items()})
-        try:
-            yield node
-        finally:
-            node.stop()

@@ -103,6 +103,8 @@ def prepare(log: IO[str] = sys.stderr) -> dict[str, float]:
 @contextlib.contextmanager
 def machine_lock(wait_s: float = 900) -> Iterator[None]:
     """Hold the machine-wide lock: one real node per machine (waits for another one to finish)."""
+    if os.geteuid() != 0:
+        raise Unavailable("a real node needs root (containerd, runc, kubelet, mounts, cgroups)")
     with LOCK.open("w") as handle:
         deadline = time.monotonic() + wait_s
         while True:
@@ -195,6 +197,10 @@ class RealNode:
         kubelet = self.processes.get("kubelet")
         if kubelet is None or kubelet.popen.poll() is not None:
             return
+        # Nothing may re-create or bind pods meanwhile (a Deployment or DaemonSet would).
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            if name in self.cp.processes:
+                self.cp.processes[name].stop()
         pods = _api(self.cp, "GET", f"/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE}").get("items", [])
         for pod in pods:
             meta = pod["metadata"]
@@ -204,7 +210,7 @@ class RealNode:
                     "DELETE",
                     f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}?gracePeriodSeconds=1",
                 )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             if not self.ctr("tasks", "ls", "-q", check=False, timeout=30).stdout.split():
                 return
