@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 from wattplane.agent.gpu.workloads import LimitCurve
 from wattplane.api.v1alpha1.energypolicy import ProfilePoint
+from wattplane.planner.carbonbudget import OperatingPoint
+from wattplane.planner.carbonbudget import lower_hull as planner_hull
 from wattplane.planner.efficiency import oracle_limit
 
 
@@ -67,28 +69,12 @@ class HullPoint:
 def lower_hull(curve: LimitCurve, lo: float, hi: float) -> list[HullPoint]:
     """Limits among the curve's knots in ``[lo, hi]`` (and ``lo``, ``hi``) on the lower hull of power over rate.
 
-    Sorted by rate; every point is the cheapest way to reach its rate, and slopes increase.
+    Sorted by rate; every point is the cheapest way to reach its rate, and slopes increase. The hull is
+    the planner's own (:func:`wattplane.planner.carbonbudget.lower_hull`), with absolute rates.
     """
     candidates = sorted({lo, hi, *(x for x in curve.limits if lo <= x <= hi)})
-    points = [HullPoint(w, curve.rate(w), curve.power(w)) for w in candidates]
-    points.sort(key=lambda p: (p.rate, p.power))
-    # Dominated points: no faster point may use less power; keep the cheapest per rate.
-    pruned: list[HullPoint] = []
-    for p in points:
-        while pruned and pruned[-1].power >= p.power:
-            pruned.pop()
-        if not pruned or p.rate > pruned[-1].rate + 1e-15:
-            pruned.append(p)
-    hull: list[HullPoint] = []
-    for p in pruned:
-        while len(hull) >= 2 and _cross(hull[-2], hull[-1], p) <= 0:
-            hull.pop()
-        hull.append(p)
-    return hull
-
-
-def _cross(a: HullPoint, b: HullPoint, c: HullPoint) -> float:
-    return (b.rate - a.rate) * (c.power - a.power) - (b.power - a.power) * (c.rate - a.rate)
+    points = [OperatingPoint(w, curve.rate(w), curve.power(w)) for w in candidates]
+    return [HullPoint(p.watts, p.speed, p.power) for p in planner_hull(points)]
 
 
 @dataclass(frozen=True)
