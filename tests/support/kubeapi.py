@@ -91,20 +91,31 @@ async def apply_policy(api: client.ApiClient, name: str, spec: dict[str, Any]) -
         "metadata": {"name": name},
         "spec": spec,
     }
-    try:
-        current = await custom.get_cluster_custom_object(GROUP, VERSION, "energypolicies", name)
-    except client.exceptions.ApiException as exc:
-        if exc.status != 404:
-            raise
-        result: dict[str, Any] = await custom.create_cluster_custom_object(
-            GROUP, VERSION, "energypolicies", body, field_validation="Strict"
-        )
-        return result
-    body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-    result = await custom.replace_cluster_custom_object(
-        GROUP, VERSION, "energypolicies", name, body, field_validation="Strict"
-    )
-    return result
+    for attempt in range(10):
+        try:
+            current = await custom.get_cluster_custom_object(GROUP, VERSION, "energypolicies", name)
+        except client.exceptions.ApiException as exc:
+            if exc.status != 404:
+                raise
+            result: dict[str, Any] = await custom.create_cluster_custom_object(
+                GROUP, VERSION, "energypolicies", body, field_validation="Strict"
+            )
+            return result
+        # Like ``kubectl apply``: the spec is ours, the operator's finalizer and annotations are kept,
+        # and a write that races the operator's own (a 409) is retried on the fresh object.
+        meta = current["metadata"]
+        body["metadata"] = {"name": name, "resourceVersion": meta["resourceVersion"]} | {
+            k: meta[k] for k in ("labels", "annotations", "finalizers") if k in meta
+        }
+        try:
+            result = await custom.replace_cluster_custom_object(
+                GROUP, VERSION, "energypolicies", name, body, field_validation="Strict"
+            )
+            return result
+        except client.exceptions.ApiException as exc:
+            if exc.status != 409 or attempt == 9:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def get_cluster_object(api: client.ApiClient, plural: str, name: str) -> dict[str, Any]:
