@@ -154,7 +154,8 @@ async def test_trace_signal_sets_limits_through_the_curve(fleet: Fleet, api: cli
     # The operator's metrics show the signal and the weight the curve gave.
     families = await _scrape(fleet.operator_metrics_url)
     intensity = families["wattplane_grid_carbon_intensity_grams_per_kwh"]
-    assert [(s.labels["source"], s.labels["zone"], s.value) for s in intensity] == [("trace", "test-grid", 400.0)]
+    # (Other modules' policies may be left on the shared API server, with their own grids: look for ours.)
+    assert ("trace", "test-grid", 400.0) in [(s.labels["source"], s.labels["zone"], s.value) for s in intensity]
     weights = {s.labels["policy"]: s.value for s in families["wattplane_policy_carbon_weight"]}
     assert weights["carbon-trace"] == pytest.approx(0.25)
 
