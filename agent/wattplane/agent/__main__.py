@@ -10,7 +10,6 @@ import signal
 import sys
 
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 from wattplane.agent import server
 from wattplane.agent.apiserver import ApiClient, ConfigError, load_config
 from wattplane.agent.attribution import podresources_source
@@ -21,7 +20,7 @@ from wattplane.agent.kube import NodeObjects
 from wattplane.agent.loop import AgentLoop, budget_params
 from wattplane.agent.metrics import AgentCollector
 from wattplane.agent.settings import FLAGS, AgentSettings
-from wattplane.api.settingsdoc import add_flags, describe, flag_overrides, help_epilog, one_line
+from wattplane.api.settingsdoc import parse_settings, settings_parser
 
 logger = logging.getLogger("wattplane.agent")
 
@@ -113,26 +112,13 @@ async def _serve(settings: AgentSettings, api: ApiClient, backend: GpuBackend) -
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: a flag for each setting in :data:`FLAGS`, every setting listed in ``--help``."""
-    docs = describe(AgentSettings, FLAGS)
-    parser = argparse.ArgumentParser(
-        prog="wattplane-agent",
-        description=__doc__,
-        epilog=help_epilog(docs),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_flags(parser, docs, AgentSettings)
-    return parser
+    return settings_parser("wattplane-agent", __doc__, AgentSettings, FLAGS)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags (they override ``WATTPLANE_AGENT_*``) and run."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    docs = describe(AgentSettings, FLAGS)
-    try:
-        settings = AgentSettings(**flag_overrides(args, docs))
-    except ValidationError as exc:
-        parser.error(one_line(exc, docs))
+    settings = parse_settings(parser, AgentSettings, FLAGS, argv)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.node_name:
         parser.error("no node name: pass --node or set NODE_NAME")

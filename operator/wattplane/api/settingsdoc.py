@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import annotated_types
 from pydantic import AliasChoices, ValidationError
@@ -184,3 +184,32 @@ def one_line(exc: ValidationError, docs: Sequence[SettingDoc]) -> str:
         where = (doc.env[0] + (f" ({doc.flag})" if doc.flag else "")) if doc else field or "settings"
         parts.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
     return "invalid settings: " + "; ".join(parts)
+
+
+Settings = TypeVar("Settings", bound=BaseSettings)
+
+
+def settings_parser(
+    prog: str, description: str | None, model: type[BaseSettings], flags: Mapping[str, str]
+) -> argparse.ArgumentParser:
+    """A program's command line: a flag for each setting in ``flags``, every setting listed in ``--help``."""
+    docs = describe(model, flags)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=help_epilog(docs),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_flags(parser, docs, model)
+    return parser
+
+
+def parse_settings(
+    parser: argparse.ArgumentParser, model: type[Settings], flags: Mapping[str, str], argv: list[str] | None
+) -> Settings:
+    """The settings from the environment with the flags in ``argv`` on top; a bad value exits with one line."""
+    docs = describe(model, flags)
+    try:
+        return model(**flag_overrides(parser.parse_args(argv), docs))
+    except ValidationError as exc:
+        parser.error(one_line(exc, docs))

@@ -8,8 +8,7 @@ import logging
 import sys
 
 import kopf
-from pydantic import ValidationError
-from wattplane.api.settingsdoc import add_flags, describe, flag_overrides, help_epilog, one_line
+from wattplane.api.settingsdoc import parse_settings, settings_parser
 from wattplane.operator import handlers
 from wattplane.operator.settings import FLAGS, OperatorSettings
 
@@ -18,26 +17,13 @@ logger = logging.getLogger("wattplane.operator")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: a flag for each setting in :data:`FLAGS`, every setting listed in ``--help``."""
-    docs = describe(OperatorSettings, FLAGS)
-    parser = argparse.ArgumentParser(
-        prog="wattplane-operator",
-        description=__doc__,
-        epilog=help_epilog(docs),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_flags(parser, docs, OperatorSettings)
-    return parser
+    return settings_parser("wattplane-operator", __doc__, OperatorSettings, FLAGS)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the operator cluster-wide until SIGTERM (flags override ``WATTPLANE_OPERATOR_*``)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    docs = describe(OperatorSettings, FLAGS)
-    try:
-        settings = OperatorSettings(**flag_overrides(args, docs))
-    except ValidationError as exc:
-        parser.error(one_line(exc, docs))
+    settings = parse_settings(parser, OperatorSettings, FLAGS, argv)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(

@@ -160,7 +160,7 @@ def policy_status(
         carbon=report.carbon,
         budget=report.budget,
         profiles=list(profiles)[:500],
-        carbon_budgets=_kept_accounts(carbon_budgets, previous.carbon_budgets, now)[:500],
+        carbon_budgets=kept_accounts(carbon_budgets, previous.carbon_budgets, now)[:500],
         energy_joules=round(energy_joules if energy_joules is not None else previous.energy_joules, 1),
         carbon_grams=round(carbon_grams if carbon_grams is not None else previous.carbon_grams, 3),
     )
@@ -240,7 +240,7 @@ _MEASUREMENTS = frozenset({"measuredWatts", "energyJoules", "carbonGrams", "budg
 ACCOUNT_GRACE = timedelta(hours=1)
 
 
-def _kept_accounts(
+def kept_accounts(
     current: Sequence[JobCarbonBudget], previous: Sequence[JobCarbonBudget], now: datetime
 ) -> list[JobCarbonBudget]:
     """This round's accounts, plus earlier ones of jobs absent this round for less than :data:`ACCOUNT_GRACE`."""

@@ -155,15 +155,19 @@ class JobObserver:
         profile = self.profiles.get(key)
         values = [samples.get(k) for k in job.pods]
         joules = [energy.get(u) for u in job.gpus]
-        reading = None
-        if values and all(v is not None for v in values) and all(e is not None for e in joules):
-            reading = JobObservation(
+        observation = None
+        if (
+            values
+            and all(v is not None for v in values)
+            and all(e is not None for e in joules)
+            and not _probe_overridden(job, targets, profile)
+        ):
+            observation = JobObservation(
                 progress=math.fsum(v.value for v in values if v is not None),
                 energy_joules=math.fsum(e for e in joules if e is not None),
                 at=now,
                 gpus=len(job.gpus),
             )
-        observation = None if _probe_overridden(job, targets, profile) else reading
         slowdowns = [
             s for k in job.pods if (s := parse_pod_annotations(self._annotations.get(k, {})).max_slowdown) is not None
         ]

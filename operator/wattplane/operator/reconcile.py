@@ -19,13 +19,12 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from wattplane.api.v1alpha1 import energypolicy, gpunode
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus, JobCarbonBudget
 from wattplane.operator.accounting import PolicyAccounting
-from wattplane.operator.decisions import ACCOUNT_GRACE, node_spec_update, policy_status, shadow_event, status_material
+from wattplane.operator.decisions import kept_accounts, node_spec_update, policy_status, shadow_event, status_material
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.settings import OperatorSettings
 from wattplane.operator.signals import CarbonSignals
 from wattplane.operator.state import FleetState
 from wattplane.planner.context import PlanContext
-from wattplane.planner.efficiency import parse_time
 from wattplane.planner.plan import Plan, plan
 from wattplane.planner.snapshot import PodKey
 
@@ -158,8 +157,8 @@ class Reconciler:
         result = plan(snapshot, views, context)
         self.last_plan = result
         # Accounts of jobs missing from this round stay in memory (and status) for a while: see ACCOUNT_GRACE.
-        self.carbon_budgets = {**self.carbon_budgets, **result.carbon_budgets}
-        self._forget_old_accounts(now)
+        kept = kept_accounts(list(result.carbon_budgets.values()), list(self.carbon_budgets.values()), now)
+        self.carbon_budgets = {a.job: a for a in kept}
         for node, targets in result.nodes.items():
             record = self.state.nodes.get(node)
             if record is None:
@@ -195,12 +194,6 @@ class Reconciler:
         await self._warn_pods(result)
         await self.observer.observe(result, snapshot, {v.name: v for v in views}, now)
         return result
-
-    def _forget_old_accounts(self, now: datetime) -> None:
-        for job, account in list(self.carbon_budgets.items()):
-            updated = parse_time(account.updated_at)
-            if updated is None or now - updated >= ACCOUNT_GRACE:
-                del self.carbon_budgets[job]
 
     async def _patch_node_spec(self, node: str, spec: dict[str, Any]) -> None:
         # A merge patch keeps what it leaves out: a field that went away (the node budget of a node

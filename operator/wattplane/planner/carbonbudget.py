@@ -213,26 +213,7 @@ def prior_curve(default_watts: float) -> JobCurve:
     return JobCurve(points, "prior", default_watts)
 
 
-#: The last curve built per profile object: profiles are immutable values that the observer hands back
-#: unchanged round after round, so a finished profile is turned into a curve once, not every round.
-_CURVES: dict[int, tuple[JobProfile, float, JobCurve | None]] = {}
-
-
 def profile_curve(profile: JobProfile | None, default_watts: float) -> JobCurve | None:
-    """:func:`measured_curve`, memoised on the profile object."""
-    if profile is None or profile.state != "Done":
-        return None
-    hit = _CURVES.get(id(profile))
-    if hit is not None and hit[0] is profile and hit[1] == default_watts:
-        return hit[2]
-    if len(_CURVES) > 4096:
-        _CURVES.clear()
-    curve = measured_curve(profile, default_watts)
-    _CURVES[id(profile)] = (profile, default_watts, curve)
-    return curve
-
-
-def measured_curve(profile: JobProfile | None, default_watts: float) -> JobCurve | None:
     """The measured curve of a finished Zeus sweep (``None`` when there is none to use).
 
     Speed is relative to the time per unit at the device default limit (interpolated; the highest
@@ -240,17 +221,20 @@ def measured_curve(profile: JobProfile | None, default_watts: float) -> JobCurve
     """
     if profile is None or profile.state != "Done":
         return None
+    measured = tuple((p.watts, p.seconds_per_unit, p.joules_per_unit) for p in profile.points)
+    return _measured_curve(measured, default_watts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _measured_curve(measured: tuple[tuple[float, float, float], ...], default_watts: float) -> JobCurve | None:
+    """:func:`profile_curve` on the points alone: a finished profile is the same every round, built once."""
     usable = sorted(
-        (p for p in profile.points if _finite(p.watts) and _finite(p.seconds_per_unit) and _finite(p.joules_per_unit)),
-        key=lambda p: p.watts,
+        (w, s, j) for w, s, j in measured if _finite(w) and _finite(s) and _finite(j) and w > 0 and s > 0 and j > 0
     )
-    usable = [p for p in usable if p.watts > 0 and p.seconds_per_unit > 0 and p.joules_per_unit > 0]
     if len(usable) < 2:
         return None
-    reference = _interp(default_watts, [(p.watts, p.seconds_per_unit) for p in usable])
-    points = tuple(
-        OperatingPoint(p.watts, reference / p.seconds_per_unit, p.joules_per_unit / p.seconds_per_unit) for p in usable
-    )
+    reference = _interp(default_watts, [(w, s) for w, s, _ in usable])
+    points = tuple(OperatingPoint(w, reference / s, j / s) for w, s, j in usable)
     return JobCurve(points, "profile", default_watts)
 
 

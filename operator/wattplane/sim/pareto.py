@@ -18,9 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wattplane.sim.controllers import CarbonOracleController
-from wattplane.sim.engine import Simulation
 from wattplane.sim.results import Comparison, RunResult, collect, compare
-from wattplane.sim.scenario import Scenario, budget_scopes
+from wattplane.sim.scenario import Scenario, simulation
 
 #: Per-job slowdown budgets of the frontier (fractions).
 FRONTIER_BUDGETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2)
@@ -37,16 +36,7 @@ class FrontierPoint:
 
 def run_oracle(scenario: Scenario, budget: float, *, floor_fraction: float | None) -> RunResult:
     """One carbon-oracle run of ``scenario`` at a per-job slowdown ``budget``."""
-    controller = CarbonOracleController(slowdown=budget, floor_fraction=floor_fraction)
-    sim = Simulation(
-        nodes=scenario.nodes,
-        catalog=scenario.catalog,
-        jobs=scenario.jobs,
-        carbon=scenario.carbon,
-        controller=controller,
-        options=scenario.options,
-        scopes=budget_scopes(scenario.nodes, []),
-    )
+    sim = simulation(scenario, CarbonOracleController(slowdown=budget, floor_fraction=floor_fraction))
     sim.run()
     return collect(sim, f"carbon-oracle {budget:.1%}")
 

@@ -140,26 +140,26 @@ def _measured(catalog: Catalog, model: str, workload: str) -> bool:
     return True
 
 
-def with_budget(views: Sequence[PolicyView], watts: float) -> tuple[PolicyView, ...]:
-    """The policies with every budget section set to ``watts``."""
+def _with_field(views: Sequence[PolicyView], section: str, field: str, value: object) -> tuple[PolicyView, ...]:
+    """``views`` with ``field`` of every ``section`` they have set to ``value``."""
     out = []
     for v in views:
-        if v.spec.budget is not None:
-            budget = v.spec.budget.model_copy(update={"watts": watts})
-            v = replace(v, spec=v.spec.model_copy(update={"budget": budget}))
+        part = getattr(v.spec, section)
+        if part is not None:
+            part = part.model_copy(update={field: value})
+            v = replace(v, spec=v.spec.model_copy(update={section: part}))
         out.append(v)
     return tuple(out)
+
+
+def with_budget(views: Sequence[PolicyView], watts: float) -> tuple[PolicyView, ...]:
+    """The policies with every budget section set to ``watts``."""
+    return _with_field(views, "budget", "watts", watts)
 
 
 def with_slowdown(views: Sequence[PolicyView], slowdown: float) -> tuple[PolicyView, ...]:
     """``views`` with every carbon section's per-job slowdown budget set to ``slowdown``."""
-    out = []
-    for v in views:
-        if v.spec.carbon is not None:
-            carbon = v.spec.carbon.model_copy(update={"max_slowdown": slowdown})
-            v = replace(v, spec=v.spec.model_copy(update={"carbon": carbon}))
-        out.append(v)
-    return tuple(out)
+    return _with_field(views, "carbon", "max_slowdown", slowdown)
 
 
 def budget_scopes(nodes: Sequence[SimNode], policy_sets: Iterable[Sequence[PolicyView]]) -> tuple[BudgetScope, ...]:
@@ -269,18 +269,29 @@ def prepare(
     runs = []
     for spec in specs:
         controller = controller_for(spec, scenario, specs)
-        sim = Simulation(
-            nodes=scenario.nodes,
-            catalog=scenario.catalog,
-            jobs=scenario.jobs,
-            carbon=scenario.carbon,
-            controller=controller,
-            options=scenario.options,
-            scopes=scopes,
-            on_progress=partial(on_progress, spec.name) if on_progress is not None else None,
-        )
-        runs.append(Run(spec, controller, sim))
+        progress = partial(on_progress, spec.name) if on_progress is not None else None
+        runs.append(Run(spec, controller, simulation(scenario, controller, scopes, on_progress=progress)))
     return runs
+
+
+def simulation(
+    scenario: Scenario,
+    controller: Controller,
+    scopes: tuple[BudgetScope, ...] = (),
+    *,
+    on_progress: Callable[[Simulation], None] | None = None,
+) -> Simulation:
+    """The scenario's simulation under ``controller``, measuring ``scopes``."""
+    return Simulation(
+        nodes=scenario.nodes,
+        catalog=scenario.catalog,
+        jobs=scenario.jobs,
+        carbon=scenario.carbon,
+        controller=controller,
+        options=scenario.options,
+        scopes=scopes,
+        on_progress=on_progress,
+    )
 
 
 def run_all(

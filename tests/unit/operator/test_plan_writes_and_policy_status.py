@@ -12,7 +12,7 @@ from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuTarget
 from wattplane.operator.decisions import (
     ACCOUNT_GRACE,
     SHADOWED_IN_EVENT,
-    _kept_accounts,
+    kept_accounts,
     node_spec_update,
     policy_status,
     shadow_event,
@@ -277,6 +277,6 @@ def test_an_account_outlives_a_short_absence_of_its_job_but_not_a_long_one() -> 
     recent = JobCarbonBudget(job="ml/a", gpu_model="A40", updated_at=(now - timedelta(minutes=1)).isoformat())
     old = JobCarbonBudget(job="ml/b", gpu_model="A40", updated_at=(now - ACCOUNT_GRACE).isoformat())
     present = JobCarbonBudget(job="ml/c", gpu_model="A40", updated_at=now.isoformat())
-    kept = _kept_accounts([present], [recent, old, present.model_copy(update={"used_seconds": 9.0})], now)
+    kept = kept_accounts([present], [recent, old, present.model_copy(update={"used_seconds": 9.0})], now)
     assert [a.job for a in kept] == ["ml/c", "ml/a"]
     assert kept[0].used_seconds == 0.0  # this round's account wins over the stored one

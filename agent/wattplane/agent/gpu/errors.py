@@ -67,17 +67,15 @@ class GpuDriverError(GpuError):
     reason = "DriverError"
 
 
-#: Every reason a backend can report, for metrics that list each one from the start (zeros included).
-ERROR_REASONS: tuple[str, ...] = tuple(
-    cls.reason
-    for cls in (
-        GpuError,
-        GpuNoPermissionError,
-        GpuNotSupportedError,
-        GpuInvalidArgumentError,
-        GpuLostError,
-        GpuUninitializedError,
-        GpuNotFoundError,
-        GpuDriverError,
-    )
+#: The specific errors a backend raises (``GpuError`` itself is the catch-all).
+SPECIFIC_ERRORS: tuple[type[GpuError], ...] = (
+    GpuNoPermissionError,
+    GpuNotSupportedError,
+    GpuInvalidArgumentError,
+    GpuLostError,
+    GpuUninitializedError,
+    GpuNotFoundError,
+    GpuDriverError,
 )
+#: Every reason a backend can report, for metrics that list each one from the start (zeros included).
+ERROR_REASONS: tuple[str, ...] = tuple(cls.reason for cls in (GpuError, *SPECIFIC_ERRORS))

@@ -29,32 +29,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from wattplane.agent.gpu.errors import (
-    GpuDriverError,
-    GpuError,
-    GpuInvalidArgumentError,
-    GpuLostError,
-    GpuNoPermissionError,
-    GpuNotFoundError,
-    GpuNotSupportedError,
-    GpuUninitializedError,
-)
+from wattplane.agent.gpu.errors import SPECIFIC_ERRORS, GpuError
 
 logger = logging.getLogger(__name__)
 
 #: Error reasons a faults file may name, and the error each raises.
-FAULT_ERRORS: Mapping[str, type[GpuError]] = {
-    cls.reason: cls
-    for cls in (
-        GpuNoPermissionError,
-        GpuNotSupportedError,
-        GpuInvalidArgumentError,
-        GpuLostError,
-        GpuUninitializedError,
-        GpuNotFoundError,
-        GpuDriverError,
-    )
-}
+FAULT_ERRORS: Mapping[str, type[GpuError]] = {cls.reason: cls for cls in SPECIFIC_ERRORS}
 #: Operations of a simulated GPU that a fault can target.
 OPERATIONS = frozenset({"read", "set_power_limit", "clocks", "constraints"})
 
