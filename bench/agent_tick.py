@@ -49,7 +49,7 @@ IMPORT_STEPS = (
     ("+ prometheus-client, aiohttp", "import prometheus_client, aiohttp"),
     ("+ simulated GPUs, engine, budget", "import wattplane.agent.engine, wattplane.agent.gpu.simulated"),
     ("+ grpc (PodResources client)", "import wattplane.agent.podresources"),
-    ("+ API client", "import wattplane.agent.apiserver"),
+    ("+ API client (lightkube)", "import wattplane.agent.kube"),
     ("+ the rest (whole agent)", "import wattplane.agent.__main__"),
 )
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -355,28 +356,72 @@ def test_install_upgrade_uninstall_as_the_guide_says(cli: Cli) -> None:
     assert _crd_identity(cli) == crds_before  # helm never deletes CRDs; the other tests still use them
 
 
+#: Pod Security admission for a cluster that enforces "baseline" wherever a namespace says nothing.
+BASELINE_BY_DEFAULT = """\
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: PodSecurity
+    configuration:
+      apiVersion: pod-security.admission.config.k8s.io/v1
+      kind: PodSecurityConfiguration
+      defaults: {enforce: baseline, enforce-version: latest}
+      exemptions: {usernames: [], runtimeClasses: [], namespaces: []}
+"""
+
+
+def _readme_install() -> list[list[str]]:
+    """README's install commands ("Using it on a cluster"): its kubectl and helm lines up to the install.
+
+    The image placeholder becomes :data:`IMAGE`'s repository and the chart's path an absolute one; the
+    rest is run as written.
+    """
+    text = (CHART.parents[1] / "README.md").read_text()
+    block = text.split("## Using it on a cluster", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        argv = shlex.split(line.replace("<your registry>/wattplane", IMAGE[0]), comments=True)
+        if argv and argv[0] in ("kubectl", "helm") and argv[1] in ("create", "label", "install"):
+            commands.append([str(CHART) if arg == "charts/wattplane" else arg for arg in argv])
+    assert commands and commands[-1][:2] == ["helm", "install"], block
+    return commands
+
+
 def test_on_a_cluster_without_the_crds_helm_installs_them_and_uninstall_keeps_them(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """README's install line (``--create-namespace``, here with the sim backend) on a cluster with no CRDs.
+    """README's install commands (sim backend) on a cluster with no CRDs that enforces "baseline".
 
     The cluster is a private API server started for this test, whose CRDs it deletes first: the
-    shared one's are in use by every other control-plane test.
+    shared one's are in use by every other control-plane test. Its Pod Security admission enforces
+    "baseline" in every namespace that sets no level, as hardened clusters do: the agent's pod (root,
+    hostPath journal) must be admitted in the namespace README creates, and is refused in one that
+    README's label is missing from.
 
     ``control_plane`` is only asked for so that the binaries are built (or the test skipped or
     failed) exactly as for every control-plane test; none of it is touched.
     """
     tools = require_tools()
-    private = start_control_plane(tmp_path / "private-cp")
+    admission = tmp_path / "admission.yaml"
+    admission.write_text(BASELINE_BY_DEFAULT)
+    private = start_control_plane(
+        tmp_path / "private-cp", apiserver_args=[f"--admission-control-config-file={admission}"]
+    )
     try:
         cli = Cli(tools, private.kubeconfig, tmp_path / "home")
         cli.ok("kubectl", "delete", "crd", *CRDS, "--wait=true", "--timeout=60s")
         assert cli.get("crd", "--ignore-not-found", *CRDS) == []
 
-        cli.ok(
-            "helm", "install", "wattplane", str(CHART), "-n", "wattplane-system", "--create-namespace",
-            "--set", f"image.repository={IMAGE[0]}", "--set", "agent.backend=sim",
-        )  # fmt: skip
+        for argv in _readme_install():
+            extra = ["--set", "agent.backend=sim"] if argv[:2] == ["helm", "install"] else []
+            cli.ok(argv[0], *argv[1:], *extra)
+        daemonset = cli.get("daemonset", "wattplane-agent", "-n", "wattplane-system")[0]
+        cli.ok("kubectl", "create", "--dry-run=server", "-f", "-", stdin=_pod_from(daemonset, "wattplane-system"))
+        cli.ok("kubectl", "create", "namespace", "unlabelled")
+        refused = cli.run("kubectl", "create", "--dry-run=server", "-f", "-", stdin=_pod_from(daemonset, "unlabelled"))
+        assert refused.returncode != 0 and 'violates PodSecurity "baseline' in refused.stderr, refused.stderr
+        notes = cli.helm_json("status", "wattplane", "-n", "wattplane-system")["info"]["notes"]
+        assert "kubectl label namespace wattplane-system pod-security.kubernetes.io/enforce=privileged" in notes
 
         crds = {c["metadata"]["name"]: c for c in cli.get("crd", *CRDS)}
         assert set(crds) == set(CRDS)

@@ -37,6 +37,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 APPS = ("train", "infer", "batch", "tune", "other")
 STATUS_INTERVAL_S = 10.0
+#: The operator's plan TTL: an unchanged plan is renewed (``issuedAt`` only) every ``TTL × RENEW_FRACTION``.
+PLAN_TTL_S = 600
+#: The operator's resync interval, which is also its budget interval: measured power alone moves a
+#: node's budget share at most once per interval.
+RESYNC_INTERVAL_S = 30.0
 #: After the churn stops and before the quiet phase is counted: one pod sync (5 s), a round, a status.
 SETTLE_S = 10.0
 
@@ -55,7 +60,11 @@ class SoakReport:
     status_writes: dict[str, Counter[str]] = field(default_factory=dict)
     """phase (``churn``, ``quiet``) → node → GpuNode status writes."""
     spec_writes: dict[str, Counter[str]] = field(default_factory=dict)
-    """phase → node → GpuNode spec writes (plans)."""
+    """phase → node → GpuNode spec writes (plans, renewals included)."""
+    renewal_writes: dict[str, Counter[str]] = field(default_factory=dict)
+    """phase → node → spec writes that only renew the plan (``issuedAt``, same generation)."""
+    reshare_writes: dict[str, Counter[str]] = field(default_factory=dict)
+    """phase → node → new plan generations that only move the node's budget share."""
     problems_at_warm: int = 0
     problems_at_end: int = 0
     problem_lines: list[str] = field(default_factory=list)
@@ -64,6 +73,8 @@ class SoakReport:
     operator_api_writes: dict[str, float] = field(default_factory=dict)
     quiet_spec_samples: list[tuple[str, str]] = field(default_factory=list)
     """Specs written while nothing changed (node, spec JSON): what keeps changing, if anything."""
+    quiet_spec_changes: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    """Spec writes while nothing changed: (node, kind, what changed), kind ``renewal``/``reshare``/``plan``."""
     quiet_status_changes: list[tuple[str, list[str]]] = field(default_factory=list)
     """Status writes while nothing changed: (node, what changed beyond power and energy), the first few."""
     budget_cut_gpus: int = 0
@@ -80,6 +91,13 @@ class SoakReport:
                 "agent max": round(max(agents), 1) if agents else float("nan"),
             }
         return out
+
+    def quiet_spec_kinds(self, node: str) -> dict[str, int]:
+        """A node's spec writes in the quiet phase by kind: TTL renewals, budget re-shares, other plans."""
+        total = self.spec_writes.get("quiet", Counter())[node]
+        renewals = self.renewal_writes.get("quiet", Counter())[node]
+        reshares = self.reshare_writes.get("quiet", Counter())[node]
+        return {"renewal": renewals, "reshare": reshares, "plan": total - renewals - reshares}
 
     def writes_per_node_per_minute(self, phase: str, *, budgeted: bool | None = None) -> dict[str, float]:
         """Status and spec writes per node per minute in ``phase`` (mean and max over nodes).
@@ -116,6 +134,7 @@ class SoakReport:
             "status interval s": STATUS_INTERVAL_S,
             "budgeted rack: GPUs held by the agents at the end": self.budget_cut_gpus,
             "status changes while quiet, beyond measurements (first 10)": self.quiet_status_changes[:10],
+            "spec writes while quiet (first 10)": self.quiet_spec_changes[:10],
             "log problems at warm-up / end": [self.problems_at_warm, self.problems_at_end],
             "tick errors": self.tick_errors,
             "round errors": self.round_errors,
@@ -124,8 +143,16 @@ class SoakReport:
 
 
 def _trace(path: Path) -> Path:
+    """A grid that varied hour by hour until the current hour and then holds one value for days.
+
+    A step of the grid during the run would re-plan the carbon policy's GPUs, a legitimate new plan;
+    the soak counts plans made while nothing changes, so nothing may change, the grid included.
+    """
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
-    rows = [f"{(start + timedelta(hours=h)).isoformat()},{200 + 150 * (h % 5)}" for h in range(24 * 4)]
+    past = 24  # rows before the current hour
+    rows = [
+        f"{(start + timedelta(hours=h)).isoformat()},{200 + 150 * (h % 5) if h < past else 500}" for h in range(24 * 4)
+    ]
     path.write_text("timestamp,gco2_per_kwh\n" + "\n".join(rows) + "\n")
     return path
 
@@ -169,6 +196,10 @@ class _Writes:
         self.phase = "warm"
         self.status: dict[str, Counter[str]] = {}
         self.spec: dict[str, Counter[str]] = {}
+        self.renewals: dict[str, Counter[str]] = {}
+        self.reshares: dict[str, Counter[str]] = {}
+        #: Spec writes while nothing changed: (node, kind, what changed), for the report.
+        self.quiet_spec_changes: list[tuple[str, str, list[str]]] = []
         self._last: dict[str, tuple[str, str]] = {}
         #: A few consecutive specs of nodes re-planned while nothing changed (for the report).
         self.quiet_spec_samples: list[tuple[str, str]] = []
@@ -186,8 +217,16 @@ class _Writes:
         if last is not None:
             if spec != last[0]:
                 self.spec.setdefault(self.phase, Counter())[node] += 1
+                before, after = json.loads(last[0]) or {}, obj.get("spec") or {}
+                kind = spec_change_kind(before, after)
+                if kind == "renewal":
+                    self.renewals.setdefault(self.phase, Counter())[node] += 1
+                elif kind == "reshare":
+                    self.reshares.setdefault(self.phase, Counter())[node] += 1
                 if self.phase == "quiet" and len(self.quiet_spec_samples) < 6:
                     self.quiet_spec_samples.append((node, spec))
+                if self.phase == "quiet" and len(self.quiet_spec_changes) < 40:
+                    self.quiet_spec_changes.append((node, kind, _changed(before, after, exempt=frozenset())))
             if status != last[1]:
                 self.status.setdefault(self.phase, Counter())[node] += 1
                 if self.phase == "quiet" and len(self.quiet_status_changes) < 40:
@@ -224,14 +263,43 @@ _MEASURED = frozenset(
 )  # fmt: skip
 
 
-def _changed(before: Any, after: Any, path: str = "") -> list[str]:
-    """Paths where two status objects differ, measurements aside."""
+def _changed(before: Any, after: Any, path: str = "", *, exempt: frozenset[str] = _MEASURED) -> list[str]:
+    """Paths where two objects differ, keys in ``exempt`` (by default the status measurements) aside."""
     if isinstance(before, dict) and isinstance(after, dict):
         keys = sorted(set(before) | set(after))
-        return [p for k in keys if k not in _MEASURED for p in _changed(before.get(k), after.get(k), f"{path}.{k}")]
+        return [
+            p
+            for k in keys
+            if k not in exempt
+            for p in _changed(before.get(k), after.get(k), f"{path}.{k}", exempt=exempt)
+        ]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [p for i, (b, a) in enumerate(zip(before, after, strict=True)) for p in _changed(b, a, f"{path}[{i}]")]
+        return [
+            p
+            for i, (b, a) in enumerate(zip(before, after, strict=True))
+            for p in _changed(b, a, f"{path}[{i}]", exempt=exempt)
+        ]
     return [] if before == after else [f"{path}: {before!r} -> {after!r}"[:160]]
+
+
+def spec_change_kind(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """What a GpuNode spec write did: ``renewal``, ``reshare`` or ``plan``.
+
+    A renewal keeps the plan and its generation and moves ``issuedAt`` only (the operator keeps an
+    unchanged plan alive every ``TTL × RENEW_FRACTION``). A re-share is a new generation that moves
+    nothing but the node's budget share (measured power alone does that at most once per budget
+    interval). Anything else (targets, cut order, a budget coming or going, the TTL) is a new plan.
+    """
+    moved = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    if moved <= {"issuedAt"}:
+        return "renewal"
+    if (
+        moved <= {"issuedAt", "planGeneration", "nodeBudgetWatts"}
+        and before.get("nodeBudgetWatts") is not None
+        and after.get("nodeBudgetWatts") is not None
+    ):
+        return "reshare"
+    return "plan"
 
 
 def _rss(fleet: FaultFleet) -> dict[str, float]:
@@ -332,6 +400,9 @@ async def _drive(
         report.quiet_spec_samples = writes.quiet_spec_samples
         report.quiet_status_changes = writes.quiet_status_changes
         report.spec_writes = writes.spec
+        report.renewal_writes = writes.renewals
+        report.reshare_writes = writes.reshares
+        report.quiet_spec_changes = writes.quiet_spec_changes
         problems = _problems(fleet)
         report.problems_at_end = len(problems)
         report.problem_lines = problems[:20]
@@ -386,7 +457,11 @@ def run_soak(
         "WATTPLANE_AGENT_TICK_S": "1",
         "WATTPLANE_AGENT_POD_SYNC_INTERVAL_S": "5",
     }
-    operator_env = {"WATTPLANE_OPERATOR_DEBOUNCE_S": "0.3", "WATTPLANE_OPERATOR_RESYNC_INTERVAL_S": "30"}
+    operator_env = {
+        "WATTPLANE_OPERATOR_DEBOUNCE_S": "0.3",
+        "WATTPLANE_OPERATOR_RESYNC_INTERVAL_S": str(RESYNC_INTERVAL_S),
+        "WATTPLANE_OPERATOR_PLAN_TTL_S": str(PLAN_TTL_S),
+    }
     with running_fleet(cp, workdir, names, agent_env=agent_env, operator_env=operator_env) as fleet:
         _label_racks(cp, names, prefix)
         progress(f"{nodes} agents and the operator started")

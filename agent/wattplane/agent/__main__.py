@@ -8,19 +8,22 @@ import errno
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from wattplane.agent import server
-from wattplane.agent.apiserver import ApiClient, ConfigError, load_config
 from wattplane.agent.attribution import podresources_source
 from wattplane.agent.engine import NodeEngine
 from wattplane.agent.gpu.base import GpuBackend
 from wattplane.agent.journal import Journal
-from wattplane.agent.kube import NodeObjects
+from wattplane.agent.kube import ConfigError, NodeObjects, load_config, make_client
 from wattplane.agent.loop import AgentLoop, budget_params
 from wattplane.agent.metrics import AgentCollector
 from wattplane.agent.settings import FLAGS, AgentSettings
 from wattplane.api.settingsdoc import parse_settings, settings_parser
+
+if TYPE_CHECKING:
+    from lightkube import AsyncClient
 
 logger = logging.getLogger("wattplane.agent")
 
@@ -38,9 +41,9 @@ def make_backend(settings: AgentSettings) -> GpuBackend:
             profiles=settings.sim_profiles,
             faults_file=settings.sim_faults_file,
         )
-    from wattplane.agent.gpu.nvml import NvmlBackend
+    from wattplane.agent.gpu.multi import open_real_backend
 
-    return NvmlBackend()
+    return open_real_backend(settings.backend)
 
 
 class MetricsPortInUse(RuntimeError):
@@ -51,7 +54,7 @@ async def amain(settings: AgentSettings) -> int:
     """Run the agent until SIGTERM/SIGINT."""
     # First: a node without usable credentials fails before touching its GPUs.
     cluster = load_config(settings.kubeconfig)
-    api = ApiClient(cluster)
+    api = make_client(cluster)
     logger.info("API server %s (%s)", cluster.server, cluster.source)
     backend = make_backend(settings)
     try:
@@ -61,10 +64,11 @@ async def amain(settings: AgentSettings) -> int:
         backend.close()
 
 
-async def _serve(settings: AgentSettings, api: ApiClient, backend: GpuBackend) -> int:
+async def _serve(settings: AgentSettings, api: AsyncClient, backend: GpuBackend) -> int:
     engine = NodeEngine(
         backend, Journal(settings.journal_path), dry_run=settings.dry_run, budget_params=budget_params(settings)
     )
+    objects = NodeObjects(api, settings.node_name)
     source = None
     mapper = settings.effective_pod_mapper()
     if settings.pod_mapper == "auto":
@@ -84,8 +88,9 @@ async def _serve(settings: AgentSettings, api: ApiClient, backend: GpuBackend) -
             )
         mig_parents = getattr(backend, "mig_parent_uuids", dict)
         uuids = [d.identity.uuid for d in backend.devices()]
-        source = podresources_source(settings.podresources_socket, uuids, mig_parents)
-    loop = AgentLoop(settings, engine, NodeObjects(api, settings.node_name), assignment_source=source)
+        # The node's pod list gives the pods their uids (PodResources names them only).
+        source = podresources_source(settings.podresources_socket, uuids, mig_parents, node_pods=objects.list_pods)
+    loop = AgentLoop(settings, engine, objects, assignment_source=source)
     registry = CollectorRegistry()
     registry.register(AgentCollector(settings.node_name, loop.snapshot))
     try:
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     settings = parse_settings(parser, AgentSettings, FLAGS, argv)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per request otherwise
     if not settings.node_name:
         parser.error("no node name: pass --node or set NODE_NAME")
     try:

@@ -25,11 +25,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from wattplane.agent.apiserver import NotFound
 from wattplane.agent.budget import BudgetParams
 from wattplane.agent.engine import NodeEngine, PodAssignment, plan_expired
 from wattplane.agent.gpu.simulated import SimulatedGpu
-from wattplane.agent.kube import NodeObjects
+from wattplane.agent.kube import NodeObjects, NotFound
 from wattplane.agent.podmap import SimulatedPodMapper, gpu_requests_of
 from wattplane.agent.settings import AgentSettings
 from wattplane.agent.stats import AgentSnapshot, LoopStats

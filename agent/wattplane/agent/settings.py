@@ -21,8 +21,9 @@ class AgentSettings(BaseSettings):
 
     node_name: str = Field(default="", validation_alias=AliasChoices("WATTPLANE_AGENT_NODE_NAME", "NODE_NAME"))
     """The node this agent manages (the DaemonSet sets NODE_NAME from spec.nodeName)."""
-    backend: Literal["nvml", "sim"] = "nvml"
-    """GPU backend: real GPUs through NVML, or simulated ones."""
+    backend: Literal["nvml", "amd", "auto", "sim"] = "nvml"
+    """GPU backend: NVIDIA GPUs through NVML, AMD GPUs through AMD SMI (``wattplane[amd]`` and ROCm's
+    libamd_smi), ``auto`` (every one of the two that finds GPUs, both on a mixed node), or simulated GPUs."""
     sim_gpu_count: int = Field(default=4, ge=0, le=64)
     """Simulated GPUs on this node (sim backend)."""
     sim_model: str = "A40"
@@ -37,7 +38,7 @@ class AgentSettings(BaseSettings):
     """Extra Zeus-format power traces for the sim backend, comma-separated: ``path`` or ``MODEL=path``."""
     pod_mapper: Literal["auto", "podresources", "sim"] = "auto"
     """How GPUs are attributed to pods: the kubelet PodResources API, or the simulated mapper for simulated GPUs
-    (which no kubelet knows). ``auto``: ``podresources`` with the nvml backend, ``sim`` with the sim backend."""
+    (which no kubelet knows). ``auto``: ``podresources`` with real GPUs, ``sim`` with the sim backend."""
     podresources_socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
     """The kubelet PodResources socket (mount its directory, not the socket)."""
     journal_path: Path = Path("/var/lib/wattplane/journal.json")

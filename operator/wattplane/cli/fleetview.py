@@ -154,9 +154,13 @@ _WHAT_CHANGES: dict[str, str] = {
     "carbon": "the grid's carbon intensity (carbon.curve; or, under mode Budgeted, the forecast and the job's "
     "slowdown account below): a cleaner grid raises the limit",
     "stragglers": "the job's slowest pod: the cap lifts step by step once this pod no longer outpaces it",
-    "budget": "the node's share of the budget: raise budget.watts, or lower other GPUs' draw; pods annotated "
-    "wattplane.io/priority: high or wattplane.io/workload: inference are cut last",
 }
+#: What lifts a node budget's cut. The cut is the agent's, below the target (never a plan's section),
+#: so it is read from the GPU's status (``budgetLimitWatts``).
+_WHAT_LIFTS_A_CUT = (
+    "the node's share of the budget: raise budget.watts, or lower other GPUs' draw; pods annotated "
+    "wattplane.io/priority: high or wattplane.io/workload: inference are cut last"
+)
 
 
 @dataclass(frozen=True)
@@ -347,6 +351,9 @@ def render_explain(
             )
         else:
             lines.append("  no target: no policy governs this GPU, it runs at its prior settings")
+        if g.budget_limit_watts is not None:
+            lines.append(f"  held at {g.budget_limit_watts:g} W by the node budget (the agent's cut, below the target)")
+            lines.append(f"  what would lift it: {_WHAT_LIFTS_A_CUT}")
         if g.message:
             lines.append(f"  agent: {g.message}")
     if chosen.governing is not None:

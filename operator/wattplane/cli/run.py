@@ -42,7 +42,7 @@ from wattplane.operator.decisions import node_spec_update
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.signals import CarbonSignals
 from wattplane.planner.context import PlanContext
-from wattplane.planner.plan import plan
+from wattplane.planner.plan import Planner
 from wattplane.planner.selection import selects, sets_pod_limits
 from wattplane.planner.snapshot import FleetSnapshot, PodView, PolicyView
 from wattplane.sim.planning import engine_gpu_view
@@ -63,7 +63,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--policy", action="append", type=Path, required=True, help="EnergyPolicy YAML (repeatable)")
-    parser.add_argument("--backend", choices=["nvml", "sim"], default="nvml")
+    parser.add_argument(
+        "--backend",
+        choices=["nvml", "amd", "auto", "sim"],
+        default="nvml",
+        help="nvml (NVIDIA), amd (AMD SMI), auto (whichever finds GPUs, both on a mixed machine) or sim",
+    )
     parser.add_argument("--node", default="localhost", help="node name in reports and metrics")
     parser.add_argument("--label", action="append", default=[], metavar="K=V", help="label of every GPU's pod")
     parser.add_argument("--annotation", action="append", default=[], metavar="K=V", help="annotation likewise")
@@ -94,7 +99,7 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
 
 
 def make_backend(args: argparse.Namespace) -> GpuBackend:
-    """The local GPUs: NVML, or simulated boards running at ``--sim-load``."""
+    """The local GPUs: NVML, AMD SMI, both, or simulated boards running at ``--sim-load``."""
     if args.backend == "sim":
         from wattplane.agent.gpu.simulated import SimulatedBackend
 
@@ -104,9 +109,9 @@ def make_backend(args: argparse.Namespace) -> GpuBackend:
         for device in backend.devices():
             device.set_load(args.sim_load)
         return backend
-    from wattplane.agent.gpu.nvml import NvmlBackend
+    from wattplane.agent.gpu.multi import open_real_backend
 
-    return NvmlBackend()
+    return open_real_backend(args.backend)
 
 
 def snapshot_of(
@@ -235,6 +240,7 @@ class Standalone:
         self.carbon = CarbonService()
         self.signals = CarbonSignals(self.carbon, _no_secrets, default_namespace=NAMESPACE)
         self.observer = JobObserver()
+        self.planner = Planner()
         self.rounds = 0
         #: Slowdown accounts of budgeted carbon jobs (kept in memory: a restart of `wattplane run` opens new ones).
         self.carbon_budgets: dict[str, JobCarbonBudget] = {}
@@ -262,7 +268,7 @@ class Standalone:
             previous_node_budgets={self.node: self.spec.node_budget_watts} if self.spec.node_budget_watts else {},
             carbon_budgets=self.carbon_budgets,
         )
-        result = plan(snapshot, self.policies, context)
+        result = self.planner.plan(snapshot, self.policies, context)
         self.carbon_budgets = dict(result.carbon_budgets)
         update = node_spec_update(
             self.spec,

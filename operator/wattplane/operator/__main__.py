@@ -14,6 +14,19 @@ from wattplane.operator.settings import FLAGS, OperatorSettings
 
 logger = logging.getLogger("wattplane.operator")
 
+#: Loggers that write one line per HTTP request: kubelet's liveness probe reaches kopf's health endpoint
+#: through aiohttp, whose access log says INFO. They speak only at DEBUG, so that an INFO log says what
+#: the operator decided and not every probe (the metrics server runs without an access log).
+REQUEST_LOGGERS = ("aiohttp.access",)
+
+
+def configure_logging(level: str) -> None:
+    """Log at ``level``, with the per-request loggers at WARNING (or ``level``, if higher) unless ``DEBUG``."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = logging.DEBUG if level == "DEBUG" else max(logging.WARNING, logging.getLevelNamesMapping()[level])
+    for name in REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: a flag for each setting in :data:`FLAGS`, every setting listed in ``--help``."""
@@ -24,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the operator cluster-wide until SIGTERM (flags override ``WATTPLANE_OPERATOR_*``)."""
     parser = build_parser()
     settings = parse_settings(parser, OperatorSettings, FLAGS, argv)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     try:
         asyncio.run(
             kopf.operator(

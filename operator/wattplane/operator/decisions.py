@@ -58,12 +58,17 @@ def node_spec_update(
             budget_priorities=list(budget_priorities) or None,
             gpus=list(targets),
         )
-    renew_after = timedelta(seconds=ttl_seconds * RENEW_FRACTION)
-    if current.issued_at is None or now - current.issued_at >= renew_after:
+    if renewal_due(current, now, ttl_seconds):
         if not current.gpus and current.issued_at is None:
             return None  # nothing planned, nothing to keep alive
         return current.model_copy(update={"issued_at": now})
     return None
+
+
+def renewal_due(current: GpuNodeSpec, now: datetime, ttl_seconds: int) -> bool:
+    """Whether the plan in force must be renewed now, before the agents' fail-safe TTL could fire."""
+    renew_after = timedelta(seconds=ttl_seconds * RENEW_FRACTION)
+    return current.issued_at is None or now - current.issued_at >= renew_after
 
 
 def policy_status(

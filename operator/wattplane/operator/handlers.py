@@ -44,9 +44,14 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logg
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING
-    settings.persistence.finalizer = "wattplane.io/restore-gpus"
-    memo.state = FleetState()
+    # A shard's own finalizer: kopf removes its finalizer from every object its filters skip, so
+    # shards sharing one name would take each other's off, over and over.
+    settings.persistence.finalizer = ours.finalizer
+    memo.state = FleetState(node_selector=ours.node_label_selector, policy_selector=ours.policy_label_selector)
     memo.api = await api_client(ours.kubeconfig)
+    # The API server names the field manager after the user agent: managedFields then say which
+    # operator (which shard) wrote each GpuNode spec and policy status.
+    memo.api.user_agent = f"wattplane-operator-{ours.shard}" if ours.shard else "wattplane-operator"
     memo.carbon = CarbonService()
     memo.observer = JobObserver(timeout_s=ours.progress_timeout_s)
     signals = CarbonSignals(memo.carbon, _secret_reader(memo.api), default_namespace=ours.namespace)
@@ -69,6 +74,10 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logg
         asyncio.create_task(memo.reconciler.run_signals(), name="carbon-feed"),
     ]
     logger.info("wattplane operator started (plan TTL %d s)", ours.plan_ttl_s)
+    if ours.shard:
+        logger.info(
+            "shard %s: nodes %r, policies %r (empty: all)", ours.shard, ours.node_selector, ours.policy_selector
+        )
 
 
 def _secret_reader(api: client.ApiClient) -> SecretReader:
@@ -105,9 +114,9 @@ def _deleted(event: kopf.RawEvent) -> bool:
 
 @kopf.on.event("", "v1", "pods")
 async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """Pods: labels, annotations, node and phase feed selection."""
-    memo.state.put_pod(event["object"], deleted=_deleted(event))
-    memo.reconciler.trigger()
+    """Pods: labels, annotations, node and phase feed selection (a shard replans for its own nodes' pods)."""
+    if memo.state.put_pod(event["object"], deleted=_deleted(event)):
+        memo.reconciler.trigger()
 
 
 @kopf.on.event("", "v1", "namespaces")
@@ -119,26 +128,35 @@ async def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 
 @kopf.on.event("", "v1", "nodes")
 async def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """Nodes: their labels feed budget node selectors (e.g. a rack label)."""
+    """Nodes: their labels feed budget node selectors (e.g. a rack label) and a shard's membership."""
     if memo.state.put_node(event["object"], deleted=_deleted(event)):
-        memo.reconciler.trigger()  # node heartbeats change status only: no replanning for those
+        memo.reconciler.trigger()  # heartbeats, and other shards' label changes: no replanning
 
 
 @kopf.on.event(*GN)
 async def gpunode_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """GpuNodes: the GPUs agents report and the plans they hold."""
-    memo.state.put_gpunode(event["object"], deleted=_deleted(event))
-    memo.reconciler.trigger()
+    """GpuNodes: the GPUs agents report and the plans they hold (other shards' only stored)."""
+    if memo.state.put_gpunode(event["object"], deleted=_deleted(event)):
+        memo.reconciler.trigger()
 
 
 @kopf.on.event(*EP)
 async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """EnergyPolicies: every change, including a deletion mark, replans."""
-    memo.state.put_policy(event["object"], deleted=_deleted(event))
-    memo.reconciler.trigger()
+    """EnergyPolicies: every change of one of this shard's, including a deletion mark, replans.
+
+    Unfiltered on purpose: a policy whose labels leave the shard must be seen leaving.
+    """
+    if memo.state.put_policy(event["object"], deleted=_deleted(event)):
+        memo.reconciler.trigger()
 
 
-@kopf.on.delete(*EP)
+def _owned_policy(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+    """Filter for kopf: this shard's policies get its finalizer; it is removed from one that leaves."""
+    owned: bool = memo.state.owns_policy(labels)
+    return owned
+
+
+@kopf.on.delete(*EP, when=_owned_policy)
 async def policy_delete(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
     """Hold the finalizer until the plans without this policy are written (GPUs get restored)."""
     memo.state.put_policy(dict(body))  # carries deletionTimestamp: excluded from planning

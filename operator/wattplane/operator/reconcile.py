@@ -19,13 +19,20 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from wattplane.api.v1alpha1 import energypolicy, gpunode
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus, JobCarbonBudget
 from wattplane.operator.accounting import PolicyAccounting
-from wattplane.operator.decisions import kept_accounts, node_spec_update, policy_status, shadow_event, status_material
+from wattplane.operator.decisions import (
+    kept_accounts,
+    node_spec_update,
+    policy_status,
+    renewal_due,
+    shadow_event,
+    status_material,
+)
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.settings import OperatorSettings
 from wattplane.operator.signals import CarbonSignals
 from wattplane.operator.state import FleetState
 from wattplane.planner.context import PlanContext
-from wattplane.planner.plan import Plan, plan
+from wattplane.planner.plan import Plan, Planner
 from wattplane.planner.snapshot import PodKey
 
 logger = logging.getLogger(__name__)
@@ -63,6 +70,11 @@ class Reconciler:
         self._shadow_told: dict[str, tuple[tuple[str, str], ...]] = {}
         self.last_plan: Plan | None = None
         self.api_writes = 0
+        #: Keeps its decisions between rounds and re-decides only what changed since the last one.
+        self.planner = Planner()
+        #: node → (plan generation in force, targets, budget, cut order) known to match the plan:
+        #: while the next plan hands the same objects, the node needs no comparison, only renewal.
+        self._in_sync: dict[str, tuple[object, ...]] = {}
 
     @property
     def rounds(self) -> int:
@@ -154,26 +166,12 @@ class Reconciler:
             budget_interval_s=self.settings.resync_interval_s,
             carbon_budgets=self.carbon_budgets,
         )
-        result = plan(snapshot, views, context)
+        result = self.planner.plan(snapshot, views, context)
         self.last_plan = result
         # Accounts of jobs missing from this round stay in memory (and status) for a while: see ACCOUNT_GRACE.
         kept = kept_accounts(list(result.carbon_budgets.values()), list(self.carbon_budgets.values()), now)
         self.carbon_budgets = {a.job: a for a in kept}
-        for node, targets in result.nodes.items():
-            record = self.state.nodes.get(node)
-            if record is None:
-                continue
-            update = node_spec_update(
-                record.spec,
-                targets,
-                now=now,
-                ttl_seconds=self.settings.plan_ttl_s,
-                node_budget_watts=result.node_budgets.get(node),
-                budget_priorities=result.budget_priorities.get(node, ()),
-            )
-            if update is not None:
-                await self._patch_node_spec(node, update.to_wire())
-                record.spec = update  # our own write; the watch event will confirm it
+        await self._write_plans(result, now)
         self.accounting.update(result, snapshot, {n: c.intensity for n, c in carbon.items()})
         self.accounting.forget(set(self.state.policies))
         for name, parsed in list(self.state.policies.items()):
@@ -190,10 +188,34 @@ class Reconciler:
                 carbon_grams=totals.carbon_grams if totals is not None else None,
             ).to_wire()
             await self._maybe_patch_policy_status(name, status)
+        for name in [n for n in self._written_status if n not in self.state.policies]:
+            del self._written_status[name]  # a policy that left (or left this shard) is written afresh if it returns
         await self._tell_shadowed(result)
         await self._warn_pods(result)
         await self.observer.observe(result, snapshot, {v.name: v for v in views}, now)
         return result
+
+    async def _write_plans(self, result: Plan, now: datetime) -> None:
+        """Write each node's plan where it differs from the spec in force, and renew the rest in time."""
+        ttl = self.settings.plan_ttl_s
+        for node in [n for n in self._in_sync if n not in self.state.nodes]:
+            del self._in_sync[node]
+        for node, targets in result.nodes.items():
+            record = self.state.nodes.get(node)
+            if record is None:
+                continue
+            budget = result.node_budgets.get(node)
+            priorities = result.budget_priorities.get(node, ())
+            mark = (record.spec.plan_generation, record.spec.ttl_seconds, targets, budget, priorities)
+            if self._in_sync.get(node) == mark and not renewal_due(record.spec, now, ttl):
+                continue  # the same plan objects as last round, and the spec in force came from them
+            update = node_spec_update(
+                record.spec, targets, now=now, ttl_seconds=ttl, node_budget_watts=budget, budget_priorities=priorities
+            )
+            if update is not None:
+                await self._patch_node_spec(node, update.to_wire())
+                record.spec = update  # our own write; the watch event will confirm it
+            self._in_sync[node] = (record.spec.plan_generation, record.spec.ttl_seconds, targets, budget, priorities)
 
     async def _patch_node_spec(self, node: str, spec: dict[str, Any]) -> None:
         # A merge patch keeps what it leaves out: a field that went away (the node budget of a node

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from wattplane.api.selectors import LabelSelector
+from wattplane.api.selectorsyntax import parse_selector
+
+#: The finalizer an operator puts on the EnergyPolicies it governs (a shard's gets its name appended).
+FINALIZER = "wattplane.io/restore-gpus"
 
 
 class OperatorSettings(BaseSettings):
@@ -44,12 +49,49 @@ class OperatorSettings(BaseSettings):
     """kopf's liveness endpoint, e.g. ``http://0.0.0.0:8080/healthz`` (unset: none)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
+    node_selector: str = ""
+    """Shard: plan only the GpuNodes of Nodes with these labels (``kubectl -l`` syntax, e.g. ``pool=a``,
+    ``pool in (a,b)``, ``!gpu-pool``); empty: every node."""
+    policy_selector: str = ""
+    """Shard: govern only EnergyPolicies with these labels (same syntax); empty: every policy."""
+    shard: str = Field(default="", max_length=50, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")
+    """Shard name (a DNS label), required with a selector: names this operator's finalizer
+    (``wattplane.io/restore-gpus-<shard>``) so shards never remove each other's."""
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
         """Accept ``info`` as well as ``INFO``."""
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("node_selector", "policy_selector")
+    @classmethod
+    def _selector_parses(cls, value: str) -> str:
+        """Refuse a bad selector at startup, with the parser's message, rather than select nothing."""
+        parse_selector(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _shard_named(self) -> OperatorSettings:
+        """Shards need distinct finalizers: kopf removes its finalizer from objects its filters skip."""
+        if (self.node_selector or self.policy_selector) and not self.shard:
+            raise ValueError("a node or policy selector needs a shard name (WATTPLANE_OPERATOR_SHARD, --shard)")
+        return self
+
+    @property
+    def node_label_selector(self) -> LabelSelector | None:
+        """The parsed ``node_selector``; ``None`` when every node belongs to this operator."""
+        return parse_selector(self.node_selector) if self.node_selector else None
+
+    @property
+    def policy_label_selector(self) -> LabelSelector | None:
+        """The parsed ``policy_selector``; ``None`` when every policy belongs to this operator."""
+        return parse_selector(self.policy_selector) if self.policy_selector else None
+
+    @property
+    def finalizer(self) -> str:
+        """This operator's finalizer on the EnergyPolicies it governs."""
+        return f"{FINALIZER}-{self.shard}" if self.shard else FINALIZER
 
 
 #: Settings that also have a command-line flag (the flag wins over the environment).
@@ -59,4 +101,7 @@ FLAGS: dict[str, str] = {
     "metrics_port": "--metrics-port",
     "kubeconfig": "--kubeconfig",
     "log_level": "--log-level",
+    "node_selector": "--node-selector",
+    "policy_selector": "--policy-selector",
+    "shard": "--shard",
 }

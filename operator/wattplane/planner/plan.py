@@ -1,53 +1,89 @@
-"""One planning round: (fleet snapshot, policies, context) → per-GPU targets, node budgets, reports.
+"""Planning rounds: (fleet snapshot, policies, context) → per-GPU targets, node budgets, reports.
 
-Pure and deterministic: the same inputs give the same plan, byte for byte, so the operator can diff a
-new plan against what it last wrote and patch only the nodes that changed, and the simulator can run
-this very function in virtual time. Every target carries a human-readable ``reason`` so
-``wattplane explain`` and ``kubectl get gpun -o yaml`` say why a GPU runs where it runs.
+Pure and deterministic: the same inputs give the same plan, so the operator can diff a new plan
+against what it last wrote and patch only the nodes that changed, and the simulator can run this
+very code in virtual time. Every target carries a human-readable ``reason`` so ``wattplane explain``
+and ``kubectl get gpun -o yaml`` say why a GPU runs where it runs.
 
-How the sections of a policy compose on one GPU (design.md §3):
+How a round is composed:
 
-* each section proposes a limit: ``limits`` (static cap), ``efficiency`` (the job's Zeus probe or
-  optimum), ``carbon`` (efficient + w·(max − efficient)), ``stragglers`` (the pod's Perseus cap);
-* the tightest proposal wins, but efficiency, carbon and stragglers never go below the policy's floor
-  (``limits.minWatts``/``minFractionOfDefault``, the pod's ``min-power-watts``): those are the user's
-  stated tolerance, and the optimisations respect it;
-* while a job's profile is being measured the probe limit stands alone (apart from static caps), or the
-  measurement would be of something else;
-* ``budget`` runs last over the node sets it covers and sets each node's share and cut order, never a
-  target: the node's agent alone cuts GPUs to hold the share, below the floors if need be, down to the
-  device minimum: a power emergency outranks preferences (precedence safety > budget > carbon >
-  efficiency > user limits);
-* everything is clamped into the device's constraints.
+* each pod gets its intent (annotations), its governing policy (:mod:`selection`) and its job;
+* each GPU gets the tightest target of its pods' governing policies (:mod:`decide`);
+* ``budget`` sections run last over the node sets they cover and set each node's share and cut
+  order, never a target (:mod:`nodeshares`): the node's agent alone cuts GPUs to hold the share;
+* each policy gets a report of what it governs (:mod:`reports`).
+
+**Incremental.** A :class:`Planner` keeps what it decided and, in the next round, re-decides only
+what the changes since then can reach: the pods that changed, the GPUs of changed nodes, of changed
+pods, of jobs whose profile or budgeted schedule moved, of policies whose carbon weight moved; the
+budgets whose nodes changed; the reports of the policies any of that touched. Everything else is
+carried over. :func:`plan` is a round of a fresh planner, and a test holds the two to the same
+result on random event sequences. The plan's mappings are unordered: compare them as mappings.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import immutables
 from wattplane.api.annotations import PodIntent, parse_pod_annotations
-from wattplane.api.v1alpha1.energypolicy import BudgetStatus, CarbonStatus, JobCarbonBudget, JobProfile
-from wattplane.api.v1alpha1.gpunode import BudgetPriority, GpuTarget, PolicySection
+from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget, JobProfile
+from wattplane.api.v1alpha1.gpunode import BudgetPriority, GpuTarget
 from wattplane.planner import budget as budgeting
-from wattplane.planner import carbonbudget
-from wattplane.planner.carbon import WeightDecision, carbon_limit, carbon_weight
+from wattplane.planner import carbonbudget, nodeshares, reports
+from wattplane.planner.carbon import WeightDecision, carbon_weight
 from wattplane.planner.context import PlanContext
-from wattplane.planner.efficiency import efficiency_limit
+from wattplane.planner.decide import Decider, Decision, PodState, budget_decision, budgeted, carbon_key
 from wattplane.planner.jobs import job_id
-from wattplane.planner.limits import lower_bound, static_cap
-from wattplane.planner.selection import Selection, choose_policy, rank_key, sets_pod_limits
-from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PolicyView
+from wattplane.planner.reports import GpuShare, PolicyReport, PolicyTally, TallySummary, observes_only
+from wattplane.planner.selection import Selector, rank_key, sets_pod_limits
+from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PodView, PolicyView, SnapshotDelta
 
-#: The carbon weight is applied in steps of 1/_WEIGHT_STEPS.
-_WEIGHT_STEPS = 20
+K = TypeVar("K")
+V = TypeVar("V")
 
-#: Shadowed pods named in a report's message (the rest are counted; status lists more).
-_NAMED_SHADOWED = 5
 
-#: Reported binding section, in precedence order (first wins a tie).
-_PRECEDENCE = ("budget", "carbon", "stragglers", "efficiency", "limits")
+class FrozenMap(Mapping[K, V]):
+    """A read-only mapping over a persistent map, equal to any mapping with the same items.
+
+    A planner hands out a new one each round in O(changes) (a dict copy would cost O(fleet)), and an
+    old plan never changes under its holder.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: immutables.Map[K, V] | None = None) -> None:
+        self._items: immutables.Map[K, V] = items if items is not None else immutables.Map()
+
+    def __getitem__(self, key: K) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({dict(self._items)!r})"
+
+
+def _updated(items: immutables.Map[K, V], source: Mapping[K, V], keys: Iterable[K]) -> immutables.Map[K, V]:
+    """``items`` with ``keys`` set to their values in ``source``, or removed where ``source`` lacks them."""
+    edit = items.mutate()
+    for key in keys:
+        value = source.get(key)
+        if value is None:
+            edit.pop(key, None)
+        else:
+            edit[key] = value
+    return edit.finish()
 
 
 @dataclass(frozen=True)
@@ -61,34 +97,6 @@ class JobView:
     gpu_model: str
     min_watts: float
     max_watts: float
-
-
-@dataclass(frozen=True)
-class PolicyReport:
-    """What one policy governs after this round."""
-
-    name: str
-    generation: int
-    pods: tuple[str, ...] = ()
-    gpus: int = 0
-    jobs: int = 0
-    allocated_watts: float = 0.0
-    measured_watts: float = 0.0
-    clamped_gpus: int = 0
-    #: Pods this policy selects but a higher-ranked policy governs.
-    shadowed_pods: tuple[str, ...] = ()
-    #: ``(pod, governing policy)`` for each of ``shadowed_pods``: which pods it lost, and to whom.
-    shadowed_by: tuple[tuple[str, str], ...] = ()
-    ready: bool = True
-    reason: str = "Planned"
-    message: str = ""
-    carbon: CarbonStatus | None = None
-    budget: BudgetStatus | None = None
-    #: ``None`` when the policy has no budget; else whether the budget can be met.
-    budget_met: bool | None = None
-    budget_message: str = ""
-    #: Jobs the efficiency section cannot profile (no progress signal), ``namespace/job``.
-    unprofiled_jobs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,520 +116,566 @@ class Plan:
     jobs: Mapping[str, JobView] = field(default_factory=dict)
     #: Slowdown accounts of the jobs under a ``Budgeted`` carbon policy, brought up to this round.
     carbon_budgets: Mapping[str, JobCarbonBudget] = field(default_factory=dict)
+    #: Nodes whose targets differ from the previous round of the same planner (all, in a first round).
+    changed_nodes: frozenset[str] = frozenset()
 
 
-@dataclass
-class _PolicyTally:
-    pods: set[str] = field(default_factory=set)
-    gpus: set[str] = field(default_factory=set)
-    #: pod → the higher-ranked policy that governs it
-    shadowed: dict[str, str] = field(default_factory=dict)
-    jobs: set[str] = field(default_factory=set)
-    unprofiled: set[str] = field(default_factory=set)
-    allocated: float = 0.0
-    measured: float = 0.0
-    clamped: int = 0
-
-
-@dataclass(frozen=True)
-class _Proposal:
-    watts: float
-    section: PolicySection
-    reason: str
-    clamped: bool = False
-
-
-@dataclass(frozen=True)
-class _Decision:
-    target: GpuTarget
-    clamped: bool
-
-
-def _sets_pod_limits(policy: PolicyView) -> bool:
-    return sets_pod_limits(policy.spec)
-
-
-def _observes_only(policy: PolicyView) -> bool:
-    """No section that sets a limit (only ``dryRun``, or nothing in a spec the models would refuse)."""
-    return not _sets_pod_limits(policy) and policy.spec.budget is None
-
-
-def _budgeted(policy: PolicyView) -> bool:
-    return policy.spec.carbon is not None and policy.spec.carbon.mode == "Budgeted"
+def plan(snapshot: FleetSnapshot, policies: Iterable[PolicyView], context: PlanContext | None = None) -> Plan:
+    """Compute targets for every GPU of every node in ``snapshot`` (a round of a fresh :class:`Planner`)."""
+    return Planner().plan(snapshot, policies, context)
 
 
 def _pod_name(key: PodKey) -> str:
     return f"{key[0]}/{key[1]}"
 
 
-class _Round:
-    """The working state of one :func:`plan` call (kept in one place so helpers stay small)."""
-
-    def __init__(self, snapshot: FleetSnapshot, policies: list[PolicyView], context: PlanContext) -> None:
-        self.snapshot = snapshot
-        self.policies = policies
-        self.context = context
-        # Pods of one job share their annotations and labels: parse and select once per distinct set.
-        parsed: dict[tuple[tuple[str, str], ...], PodIntent] = {}
-        self.intents: dict[PodKey, PodIntent] = {}
-        for k, p in snapshot.pods.items():
-            marks = tuple(sorted(p.annotations.items()))
-            intent = parsed.get(marks)
-            if intent is None:
-                intent = parsed[marks] = parse_pod_annotations(p.annotations)
-            self.intents[k] = intent
-        self.governing: dict[PodKey, PolicyView] = {}
-        self.jobs_of: dict[PodKey, str] = {}
-        self.tallies: dict[str, _PolicyTally] = {p.name: _PolicyTally() for p in policies}
-        self.carbon: dict[str, WeightDecision] = {
-            p.name: carbon_weight(p.spec.carbon, context.carbon.get(p.name), context.now)
-            for p in policies
-            if p.spec.carbon is not None
-        }
-        #: Budgeted carbon decisions, one per job and round (every GPU of a job runs the same plan).
-        self.budget_decisions: dict[str, carbonbudget.BudgetDecision] = {}
-
-    def select(self) -> None:
-        # Only policies that set pod limits contend for pods. A budget-only policy covers nodes, not
-        # pods; an observe-only one (dryRun and no section) watches the pods it selects. Neither may
-        # take a pod away from a policy that caps it.
-        contenders = [p for p in self.policies if _sets_pod_limits(p)]
-        observers = [p for p in self.policies if _observes_only(p)]
-        seen: dict[tuple[object, ...], tuple[Selection | None, Selection | None]] = {}
-        for key in sorted(self.snapshot.pods):
-            pod = self.snapshot.pods[key]
-            intent = self.intents[key]
-            # Selection depends on nothing else: pods with equal labels, namespace and opt-in agree.
-            memo = (pod.namespace, tuple(sorted(pod.labels.items())), intent.policy, intent.opt_out, pod.active)
-            if memo in seen:
-                selection, watched = seen[memo]
-            else:
-                ns_labels = self.snapshot.namespace_labels.get(pod.namespace, {})
-                selection = choose_policy(pod, intent, ns_labels, contenders)
-                watched = choose_policy(pod, intent, ns_labels, observers) if observers else None
-                seen[memo] = (selection, watched)
-            if watched is not None:
-                for observer in (watched.winner, *watched.losers):
-                    self.tallies[observer.name].pods.add(_pod_name(key))
-                    self.tallies[observer.name].jobs.add(job_id(pod, intent))
-            if selection is None:
-                continue
-            self.governing[key] = selection.winner
-            self.jobs_of[key] = job_id(pod, self.intents[key])
-            tally = self.tallies[selection.winner.name]
-            tally.pods.add(_pod_name(key))
-            tally.jobs.add(self.jobs_of[key])
-            for loser in selection.losers:
-                self.tallies[loser.name].shadowed[_pod_name(key)] = selection.winner.name
-
-    def target_for(self, gpu: GpuView) -> _Decision | None:
-        """The tightest target any governing policy sets on ``gpu`` (shared GPUs may have several)."""
-        best: _Decision | None = None
-        for key in sorted(gpu.pods):  # sorted: ties must not depend on report order
-            policy = self.governing.get(key)
-            if policy is None or gpu.mig_enabled:
-                continue  # MIG boards are never capped per instance (design.md §4)
-            decision = self._decide(gpu, key, policy)
-            if decision is None:
-                continue
-            if best is None or (decision.target.power_limit_watts, decision.target.policy) < (
-                best.target.power_limit_watts,
-                best.target.policy,
-            ):
-                best = decision
-        return best
-
-    def _decide(self, gpu: GpuView, key: PodKey, policy: PolicyView) -> _Decision | None:
-        spec = policy.spec
-        intent = self.intents[key]
-        job = self.jobs_of[key]
-        proposals: list[_Proposal] = []
-        profiling = False
-        if spec.limits is not None:
-            cap = static_cap(spec.limits, gpu)
-            if cap is not None:
-                proposals.append(_Proposal(cap.watts, "limits", cap.reason, cap.clamped))
-        profile = self.context.profiles.get((job, gpu.model))
-        budget_decision = self._budget_decision(gpu, job, policy, intent, profile) if _budgeted(policy) else None
-        if spec.efficiency is not None:
-            watts, why = efficiency_limit(profile)
-            if watts is None:
-                self.tallies[policy.name].unprofiled.add(job)
-            else:
-                profiling = profile is not None and profile.state == "Profiling"
-                # Under a budgeted carbon section the profile feeds the schedule, which already runs
-                # the job as efficiently as its budget allows: the Zeus optimum would only undercut it.
-                if profiling or budget_decision is None:
-                    proposals.append(_Proposal(watts, "efficiency", why))
-        if not profiling:
-            proposals.extend(self._carbon_and_stragglers(gpu, key, policy, profile))
-        if not proposals:
-            return None
-        floor = self._floor(gpu, policy, intent)
-        chosen = min(proposals, key=lambda p: (p.watts, _PRECEDENCE.index(p.section)))
-        watts, reason = chosen.watts, f"EnergyPolicy {policy.name}: {chosen.reason}"
-        if chosen.section != "limits" and floor is not None and watts < floor:
-            watts, reason = floor, f"{reason}, raised to the floor {floor:g} W"
-        watts, clamped, reason = _clamp(watts, reason, gpu)
-        clamped = clamped or (chosen.clamped and watts == chosen.watts)
-        # Every field is already validated (the spec, the device, the intent): skip pydantic's checks,
-        # which would otherwise be the most expensive step of a round on a large fleet.
-        target = GpuTarget.model_construct(
-            uuid=gpu.uuid,
-            power_limit_watts=watts,
-            locked_clocks_mhz=spec.limits.locked_sm_clock_mhz if spec.limits is not None else None,
-            policy=policy.name,
-            job=job,
-            priority=intent.priority,
-            reason=reason,
-            section=chosen.section,
-            dry_run=spec.dry_run,
-        )
-        return _Decision(target, clamped)
-
-    def _carbon_and_stragglers(
-        self, gpu: GpuView, key: PodKey, policy: PolicyView, profile: JobProfile | None
-    ) -> list[_Proposal]:
-        out: list[_Proposal] = []
-        spec = policy.spec
-        budget = self.budget_decisions.get(self.jobs_of[key]) if _budgeted(policy) else None
-        if budget is not None and budget.watts is not None:
-            out.append(_Proposal(budget.watts, "carbon", budget.reason))
-        decision = None if budget is not None else self.carbon.get(policy.name)
-        if spec.carbon is not None and decision is not None and decision.weight is not None:
-            chosen = profile.chosen_watts if profile is not None and profile.state == "Done" else None
-            if chosen is not None:
-                efficient, basis = float(chosen), f"Zeus optimum {float(chosen):g} W"
-            else:
-                efficient = spec.carbon.efficient_fraction_of_default * gpu.default_watts
-                basis = f"{spec.carbon.efficient_fraction_of_default:g} × default"
-            efficient = min(max(efficient, gpu.min_watts), gpu.max_watts)
-            # w moves a little every round as the look-ahead window slides; steps of 1/20 keep the
-            # limit (and the agents' writes) still until the change is worth a write.
-            weight = round(decision.weight * _WEIGHT_STEPS) / _WEIGHT_STEPS
-            watts = carbon_limit(efficient, gpu.max_watts, weight)
-            out.append(_Proposal(watts, "carbon", f"{decision.reason}; efficient = {basis} → {watts:.0f} W"))
-        cap = self.context.straggler_caps.get(key)
-        if spec.stragglers is not None and cap is not None:
-            out.append(_Proposal(cap, "stragglers", f"Perseus: waits for the job's slowest pod → {cap:g} W"))
-        return out
-
-    def _budget_decision(
-        self, gpu: GpuView, job: str, policy: PolicyView, intent: PodIntent, profile: JobProfile | None
-    ) -> carbonbudget.BudgetDecision:
-        """The job's budgeted carbon decision this round: its account settled, then its plan (memoised)."""
-        known = self.budget_decisions.get(job)
-        if known is not None:
-            return known
-        spec = policy.spec.carbon
-        assert spec is not None
-        slowdown = intent.max_slowdown if intent.max_slowdown is not None else spec.max_slowdown
-        account = self.context.carbon_budgets.get(job)
-        if account is None or account.gpu_model != gpu.model:
-            account = JobCarbonBudget(job=job, gpu_model=gpu.model)
-        account = carbonbudget.settle(account, gpu.limit_watts, self.context.now, max_slowdown=slowdown)
-        floor = self._floor(gpu, policy, intent)
-        lo = min(max(floor if floor is not None else gpu.min_watts, gpu.min_watts), gpu.max_watts)
-        curve = carbonbudget.profile_curve(profile, gpu.default_watts) or carbonbudget.prior_curve(gpu.default_watts)
-        weight = self.carbon.get(policy.name)
-        usable = weight is not None and not weight.stale and weight.intensity is not None
-        decision = carbonbudget.decide(
-            account,
-            curve=curve,
-            lo=lo,
-            hi=gpu.max_watts,
-            signal=self.context.carbon.get(policy.name),
-            signal_usable=usable,
-            fallback_max=spec.fallback == "Max",
-            lookahead_hours=spec.lookahead_hours,
-            job_age_s=sum(b.seconds for b in account.time_at_limits),
-            now=self.context.now,
-            current_watts=gpu.limit_watts,
-        )
-        self.budget_decisions[job] = decision
-        return decision
-
-    @staticmethod
-    def _floor(gpu: GpuView, policy: PolicyView, intent: PodIntent) -> float | None:
-        floors = [intent.min_power_watts] if intent.min_power_watts is not None else []
-        if policy.spec.limits is not None:
-            bound = lower_bound(policy.spec.limits, gpu)
-            if bound is not None:
-                floors.append(bound)
-        return max(floors) if floors else None
+def _fixed(gpu: GpuView) -> tuple[object, ...]:
+    """What a GPU's target depends on besides its pods: its power draw and energy do not count."""
+    return (gpu.index, gpu.model, gpu.min_watts, gpu.max_watts, gpu.default_watts, gpu.pods, gpu.mig_enabled)
 
 
-def plan(snapshot: FleetSnapshot, policies: Iterable[PolicyView], context: PlanContext | None = None) -> Plan:
-    """Compute targets for every GPU of every node in ``snapshot``."""
-    active = sorted((p for p in policies if not p.deleting), key=lambda p: p.name)
-    rnd = _Round(snapshot, active, context or PlanContext())
-    rnd.select()
-
-    decisions: dict[str, _Decision] = {}
-    for gpu in snapshot.gpus:
-        decision = rnd.target_for(gpu)
-        if decision is not None:
-            decisions[gpu.uuid] = decision
-
-    budgets = _apply_budgets(rnd, decisions)
-    node_budgets, budget_reports = budgets.node_budgets, budgets.outcomes
-
-    targets: dict[str, list[GpuTarget]] = defaultdict(list)
-    pod_targets: dict[PodKey, list[GpuTarget]] = defaultdict(list)
-    job_gpus: dict[str, list[GpuView]] = defaultdict(list)
-    for gpu in sorted(snapshot.gpus, key=lambda g: (g.node, g.index)):
-        for key in gpu.pods:
-            if key in rnd.jobs_of:
-                job_gpus[rnd.jobs_of[key]].append(gpu)
-        decision = decisions.get(gpu.uuid)
-        if decision is None:
-            continue
-        target = decision.target
-        targets[gpu.node].append(target)
-        for key in gpu.pods:
-            pod_targets[key].append(target)
-        tally = rnd.tallies.get(target.policy)
-        if tally is not None:
-            tally.gpus.add(gpu.uuid)
-            tally.allocated += target.power_limit_watts
-            tally.measured += gpu.power_watts
-            tally.clamped += int(decision.clamped)
-
-    nodes = {node: tuple(targets.get(node, ())) for node in sorted({*snapshot.nodes, *targets})}
-    reports = {p.name: _report(p, rnd, budget_reports.get(p.name)) for p in active}
-    problems = {k: i.problems for k, i in rnd.intents.items() if i.problems}
-    return Plan(
-        nodes=nodes,
-        policies=reports,
-        pod_problems=problems,
-        pod_targets={k: tuple(v) for k, v in pod_targets.items()},
-        node_budgets=node_budgets,
-        budget_priorities=budgets.priorities,
-        budget_rebalances=budgets.rebalances,
-        jobs=_jobs(rnd, job_gpus),
-        carbon_budgets={job: d.account for job, d in sorted(rnd.budget_decisions.items())},
-    )
-
-
-def _clamp(watts: float, reason: str, gpu: GpuView) -> tuple[float, bool, str]:
-    """``watts`` inside the device range, at milliwatt resolution (bounds are kept exact)."""
-    if watts < gpu.min_watts:
-        return gpu.min_watts, True, f"{reason}, raised to device minimum {gpu.min_watts:g} W"
-    if watts > gpu.max_watts:
-        return gpu.max_watts, True, f"{reason}, lowered to device maximum {gpu.max_watts:g} W"
-    if watts in (gpu.min_watts, gpu.max_watts):
-        return watts, False, reason
-    return min(max(round(watts, 3), gpu.min_watts), gpu.max_watts), False, reason
-
-
-def _jobs(rnd: _Round, job_gpus: Mapping[str, list[GpuView]]) -> dict[str, JobView]:
-    pods_of: dict[str, list[PodKey]] = defaultdict(list)
-    for key, job in rnd.jobs_of.items():
-        pods_of[job].append(key)
-    jobs: dict[str, JobView] = {}
-    for job, keys in sorted(pods_of.items()):
-        gpus = job_gpus.get(job, [])
-        if not gpus:
-            continue
-        policy = rnd.governing[min(keys)]
-        jobs[job] = JobView(
-            id=job,
-            policy=policy.name,
-            pods=tuple(sorted(keys)),
-            gpus=tuple(dict.fromkeys(g.uuid for g in gpus)),
-            gpu_model=min(g.model for g in gpus),
-            min_watts=max(g.min_watts for g in gpus),
-            max_watts=min(g.max_watts for g in gpus),
-        )
-    return jobs
-
-
-@dataclass(frozen=True)
-class _BudgetOutcome:
-    status: BudgetStatus
-    met: bool
-    message: str
-
-
-@dataclass
-class _Budgets:
-    """What the budgets decided in a round: node shares, cut orders, re-shares and reports."""
-
-    node_budgets: dict[str, float] = field(default_factory=dict)
-    priorities: dict[str, tuple[BudgetPriority, ...]] = field(default_factory=dict)
-    rebalances: dict[str, budgeting.Rebalance] = field(default_factory=dict)
-    outcomes: dict[str, _BudgetOutcome] = field(default_factory=dict)
-
-
-def _apply_budgets(rnd: _Round, decisions: Mapping[str, _Decision]) -> _Budgets:
-    """Share each budget over its nodes, and give each node's agent the cut order of its GPUs.
-
-    The operator owns the node shares and nothing else: it never lowers a GPU's target for a budget.
-    Which GPUs give way, and how far, is the agent's decision alone, on measured power every tick
-    (:mod:`wattplane.planner.budget` says why). A share moves when the budget's footing changes, and
-    otherwise at most once per ``budget_interval_s``, past a dead band.
-
-    A node belongs to at most one budget: the highest-ranked policy whose node selector matches it.
-    """
-    snapshot = rnd.snapshot
-    context = rnd.context
-    claimed: set[str] = set()
-    out = _Budgets()
-    gpus_by_node: dict[str, list[GpuView]] = defaultdict(list)
-    for gpu in snapshot.gpus:
-        gpus_by_node[gpu.node].append(gpu)
-    for policy in sorted((p for p in rnd.policies if p.spec.budget is not None), key=rank_key):
-        spec = policy.spec.budget
-        assert spec is not None
-        covered = [
-            n
-            for n in sorted(gpus_by_node)
-            if n not in claimed
-            and (spec.node_selector is None or spec.node_selector.matches(snapshot.node_labels.get(n, {})))
-        ]
-        claimed.update(covered)
-        entries = []
-        ranks: dict[str, list[BudgetPriority]] = {}
-        for node in covered:
-            ranks[node] = []
-            for gpu in sorted(gpus_by_node[node], key=lambda g: g.index):
-                decision = decisions.get(gpu.uuid)
-                rank = _budget_rank(rnd, gpu)
-                ranks[node].append(BudgetPriority.model_construct(uuid=gpu.uuid, priority=rank))
-                entries.append(
-                    budgeting.BudgetGpu(
-                        node=node,
-                        uuid=gpu.uuid,
-                        priority_rank=rank,
-                        floor_watts=_budget_floor(gpu),
-                        # Without a target the GPU may run at its default; its current limit may be
-                        # a past cut, and using it would keep the node's share from ever recovering.
-                        ceiling_watts=decision.target.power_limit_watts if decision is not None else gpu.default_watts,
-                        # A GPU the agent's budget loop holds down draws what it is allowed, not what it
-                        # wants: its demand is its ceiling (else shares would shrink with every cut).
-                        measured_watts=None if gpu.budget_limited else gpu.power_watts,
-                    )
-                )
-        previous = {n: context.previous_node_budgets[n] for n in covered if n in context.previous_node_budgets}
-        dead_band = 0.01 * spec.watts / len(covered) if covered else 0.0
-        allocation = budgeting.allocate(
-            spec.watts, entries, previous, spec.hysteresis_fraction, dead_band_watts=dead_band
-        )
-        footing = budgeting.footing(spec.watts, spec.hysteresis_fraction, entries)
-        last = context.budget_rebalances.get(policy.name)
-        shares: Mapping[str, float] = allocation.node_shares
-        message = allocation.message
-        interval = context.budget_interval_s
-        if not budgeting.rebalance_due(last, footing, context.now, interval, previous, covered, spec.watts):
-            assert last is not None
-            out.rebalances[policy.name] = last
-            shares = previous  # only measured power moved since the last re-share: the shares stand
-            message += "; node shares kept until the next rebalance"
-        elif (
-            last is not None
-            and last.footing == footing
-            and budgeting.within_dead_band(allocation.node_shares, previous, spec.hysteresis_fraction, dead_band)
-        ):
-            out.rebalances[policy.name] = budgeting.Rebalance(footing, context.now)
-            shares = previous  # a re-share on measured power alone that moves nothing far: no new plan
-            message += "; node shares kept (every change within the dead band)"
-        else:
-            out.rebalances[policy.name] = budgeting.Rebalance(footing, context.now)
-        if not policy.spec.dry_run:
-            for node, share in shares.items():
-                if share > 0:  # a GpuNode budget must be positive
-                    out.node_budgets[node] = share
-                    out.priorities[node] = tuple(ranks[node])
-        measured = sum(g.power_watts for n in covered for g in gpus_by_node[n])
-        status = BudgetStatus(
-            watts=spec.watts,
-            allocated_watts=round(sum(shares.values()), 3),
-            measured_watts=round(measured, 3),
-            minimum_watts=round(allocation.minimum_watts, 3),
-            nodes=len(covered),
-            # The agents' cuts, as they report them: the operator plans shares, not cuts.
-            cut_gpus=sum(1 for n in covered for g in gpus_by_node[n] if g.budget_limited),
-        )
-        met = allocation.feasible and measured <= spec.watts * (1 + spec.hysteresis_fraction)
-        out.outcomes[policy.name] = _BudgetOutcome(status, met, message)
-    return out
-
-
-def _budget_floor(gpu: GpuView) -> float:
-    """The least a GPU can be held to: its minimum limit, or an idle GPU's lower draw.
-
-    Agents enforce node shares on measured power, so an idle board drawing 30 W needs 30 W of its
-    node's share, not the 100 W of its minimum limit; reserving the latter starves busy nodes.
-    """
-    if not gpu.pods and 0 < gpu.power_watts < gpu.min_watts:
-        return gpu.power_watts
-    return gpu.min_watts
-
-
-def _budget_rank(rnd: _Round, gpu: GpuView) -> int:
+def _budget_rank(states: Mapping[PodKey, PodState], gpu: GpuView) -> int:
     """The GPU's place in the budget's cut order: the highest rank of the pods on it."""
-    intents = [rnd.intents[k] for k in gpu.pods if k in rnd.intents]
+    intents = [s.intent for k in gpu.pods if (s := states.get(k)) is not None]
     if not intents:
         return budgeting.budget_rank(0, None, has_pod=False)
     return max(budgeting.budget_rank(i.priority, i.workload, has_pod=True) for i in intents)
 
 
-def _report(policy: PolicyView, rnd: _Round, budget: _BudgetOutcome | None) -> PolicyReport:
-    tally = rnd.tallies[policy.name]
-    spec = policy.spec
-    pods = tuple(sorted(tally.pods))
-    if _observes_only(policy) and spec.dry_run:
-        reason = "ObserveOnly"
-        message = (
-            f"observes {len(pods)} pod(s) in {len(tally.jobs)} job(s); dryRun with no section: "
-            "sets no limit and takes no pod from another policy"
-        )
-    elif _observes_only(policy):
-        reason, message = "NothingToEnforce", "the policy has no section that sets a limit"
-    elif not pods and spec.budget is None:
-        reason, message = "NoMatchingPods", "no running pod is selected by this policy"
-    else:
-        reason = "DryRun" if spec.dry_run else "Planned"
-        message = f"governs {len(pods)} pod(s) in {len(tally.jobs)} job(s) on {len(tally.gpus)} GPU(s)"
-        if tally.clamped:
-            message += f"; {tally.clamped} limit(s) clamped to device constraints"
-    if tally.shadowed:
-        lost = sorted(tally.shadowed.items())
-        named = ", ".join(f"{pod} by {winner}" for pod, winner in lost[:_NAMED_SHADOWED])
-        more = f" and {len(lost) - _NAMED_SHADOWED} more" if len(lost) > _NAMED_SHADOWED else ""
-        message += f"; {len(lost)} selected pod(s) governed by a higher-ranked policy: {named}{more}"
-    carbon_status = None
-    decision = rnd.carbon.get(policy.name)
-    if decision is not None:
-        signal = rnd.context.carbon.get(policy.name)
-        carbon_status = CarbonStatus(
-            intensity=decision.intensity,
-            time=signal.time.isoformat() if signal is not None and signal.time is not None else None,
-            source=signal.source if signal is not None else "",
-            stale=decision.stale,
-            weight=decision.weight,
-            message=decision.reason,
-        )
-    return PolicyReport(
-        name=policy.name,
-        generation=policy.generation,
-        pods=pods,
-        gpus=len(tally.gpus),
-        jobs=len(tally.jobs),
-        allocated_watts=round(tally.allocated, 3),
-        measured_watts=round(tally.measured, 3),
-        clamped_gpus=tally.clamped,
-        shadowed_pods=tuple(sorted(tally.shadowed)),
-        shadowed_by=tuple(sorted(tally.shadowed.items())),
-        ready=True,
-        reason=reason,
-        message=message,
-        carbon=carbon_status,
-        budget=budget.status if budget is not None else None,
-        budget_met=budget.met if budget is not None else None,
-        budget_message=budget.message if budget is not None else "",
-        unprofiled_jobs=tuple(sorted(tally.unprofiled)),
-    )
+@dataclass
+class _GpuPlan:
+    """What the planner holds for one GPU between rounds."""
+
+    view: GpuView
+    decision: Decision | None = None
+    #: ``(policy, job)`` pairs the efficiency section could not profile on this GPU.
+    unprofiled: tuple[tuple[str, str], ...] = ()
 
 
-__all__ = ["JobView", "Plan", "PolicyReport", "plan"]
+@dataclass
+class _Changes:
+    """What a round must redo."""
+
+    nodes: set[str] = field(default_factory=set)  # re-decide every GPU
+    measured: set[str] = field(default_factory=set)  # power drawn changed: budgets and tallies
+    pods: set[PodKey] = field(default_factory=set)  # rebuild pod_targets
+    jobs: set[str] = field(default_factory=set)  # rebuild the JobView
+    policies: set[str] = field(default_factory=set)  # the tally changed: summarise and report
+    reported: set[str] = field(default_factory=set)  # only the carbon or budget part changed: report
+    targets: set[str] = field(default_factory=set)  # nodes whose targets changed
+    node_set: bool = False  # a node came or went
+    #: The targets before the planner started afresh (on a policy change), if it did.
+    replaced: Mapping[str, tuple[GpuTarget, ...]] | None = None
+
+
+class Planner:
+    """Plans round after round; each round re-decides only what changed since the previous one.
+
+    Not thread-safe. Inputs must not be mutated after they were planned (the planner keeps them to
+    tell the next round's changes): the operator and the simulator build new snapshots each round.
+    """
+
+    def __init__(self) -> None:
+        self._active: tuple[PolicyView, ...] | None = None
+        self._reset(())
+
+    def _reset(self, active: tuple[PolicyView, ...]) -> None:
+        self._active = active
+        self._by_name = {p.name: p for p in active}
+        self._contenders = [p for p in active if sets_pod_limits(p.spec)]
+        self._observers = [p for p in active if observes_only(p)]
+        self._budgets = sorted((p for p in active if p.spec.budget is not None), key=rank_key)
+        self._pods: Mapping[PodKey, PodView] = {}
+        self._states: dict[PodKey, PodState] = {}
+        self._namespaces: dict[str, Mapping[str, str]] = {}
+        self._node_labels: Mapping[str, Mapping[str, str]] = {}
+        self._node_gpus: dict[str, tuple[GpuView, ...]] = {}
+        self._gpus: dict[str, _GpuPlan] = {}
+        #: pod → uuid → the GPU (the pods a GPU reports, whether or not the pod itself is known)
+        self._pod_gpus: dict[PodKey, dict[str, GpuView]] = defaultdict(dict)
+        self._job_pods: dict[str, set[PodKey]] = defaultdict(set)  # governed pods by job
+        self._governed: dict[str, set[PodKey]] = defaultdict(set)  # by policy
+        self._budgeted_jobs: dict[str, set[PodKey]] = defaultdict(set)
+        self._problems: dict[PodKey, tuple[str, ...]] = {}
+        self._tallies = {p.name: PolicyTally() for p in active}
+        self._reports: dict[str, PolicyReport] = {}
+        self._summaries: dict[str, TallySummary] = {}
+        self._version: int | None = None
+        self._node_names: tuple[str, ...] = ()
+        self._nodes_out: immutables.Map[str, tuple[GpuTarget, ...]] = immutables.Map()
+        self._pod_targets_out: immutables.Map[PodKey, tuple[GpuTarget, ...]] = immutables.Map()
+        self._jobs_out: immutables.Map[str, JobView] = immutables.Map()
+        self._problems_out: immutables.Map[PodKey, tuple[str, ...]] = immutables.Map()
+        self._targets: dict[str, tuple[GpuTarget, ...]] = {}
+        self._pod_targets: dict[PodKey, tuple[GpuTarget, ...]] = {}
+        self._jobs: dict[str, JobView] = {}
+        self._carbon: dict[str, WeightDecision] = {}
+        self._carbon_budgets: dict[str, carbonbudget.BudgetDecision] = {}
+        self._profiles: dict[tuple[str, str], JobProfile] = {}
+        self._caps: dict[PodKey, float] = {}
+        self._coverage: dict[str, tuple[str, ...]] = {}
+        self._sharings: dict[str, nodeshares.Sharing] = {}
+        self._outcomes: dict[str, nodeshares.Outcome] = {}
+
+    def plan(self, snapshot: FleetSnapshot, policies: Iterable[PolicyView], context: PlanContext | None = None) -> Plan:
+        """The plan for ``snapshot``; re-decides only what changed since this planner's last round."""
+        context = context or PlanContext()
+        active = tuple(sorted((p for p in policies if not p.deleting), key=lambda p: p.name))
+        changes = _Changes()
+        if active != self._active:
+            changes.replaced = self._targets
+            self._reset(active)  # a policy edit can move any pod: start afresh
+        if not self._reports:
+            changes.policies.update(self._tallies)  # a first round reports every policy
+        self._update_pods(snapshot, changes)
+        self._update_gpus(snapshot, changes)
+        self._update_signals(context, changes)
+        decider = Decider(context, self._carbon, self._carbon_budgets)
+        self._redecide(snapshot, decider, changes)
+        self._update_budgets(snapshot, context, changes)
+        self._update_outputs(changes)
+        for name in changes.policies:
+            self._summaries[name] = reports.summarize(self._tallies[name])
+        for name in changes.policies | changes.reported:
+            outcome = self._outcomes.get(name)
+            self._reports[name] = reports.report(
+                self._by_name[name],
+                self._summaries[name],
+                self._carbon.get(name),
+                context.carbon.get(name),
+                (outcome.status, outcome.met, outcome.message) if outcome is not None else None,
+            )
+        self._version = snapshot.version
+        return self._result(snapshot, changes)
+
+    # -- pods ------------------------------------------------------------------------------------
+
+    def _update_pods(self, snapshot: FleetSnapshot, changes: _Changes) -> None:
+        namespaces = dict(snapshot.namespace_labels)
+        moved = {
+            ns for ns in namespaces.keys() | self._namespaces.keys() if namespaces.get(ns) != self._namespaces.get(ns)
+        }
+        old, new = self._pods, snapshot.pods
+        dirty: set[PodKey] = set()
+        delta = self._delta(snapshot)
+        if delta is not None:
+            dirty.update(k for k in delta.pods if old.get(k) != new.get(k))
+        else:
+            added = 0
+            for key, pod in new.items():
+                prior = old.get(key)
+                if prior is not pod and prior != pod:
+                    dirty.add(key)
+                    added += prior is None
+            if len(old) > len(new) - added:  # some pods left
+                dirty.update(k for k in old if k not in new)
+        if moved:  # namespace labels feed selection
+            dirty.update(k for k in new if k[0] in moved)
+        self._pods, self._namespaces = new, namespaces
+        if not dirty:
+            return
+        selector = Selector(self._contenders, namespaces)
+        watch = Selector(self._observers, namespaces) if self._observers else None
+        intents: dict[tuple[tuple[str, str], ...], PodIntent] = {}
+        for key in dirty:
+            before = self._states.pop(key, None)
+            if before is not None:
+                self._hold(key, before, add=False, changes=changes)
+            current = new.get(key)
+            if current is not None:
+                state = self._pod_state(current, selector, watch, intents)
+                self._states[key] = state
+                self._hold(key, state, add=True, changes=changes)
+            changes.pods.add(key)
+            changes.nodes.update(g.node for g in self._pod_gpus.get(key, {}).values())
+
+    def _delta(self, snapshot: FleetSnapshot) -> SnapshotDelta | None:
+        """The snapshot's own account of its changes, when it is relative to the last one planned."""
+        delta = snapshot.delta
+        if delta is None or self._version is None or delta.since != self._version:
+            return None
+        return delta
+
+    def _pod_state(
+        self,
+        pod: PodView,
+        selector: Selector,
+        watch: Selector | None,
+        intents: dict[tuple[tuple[str, str], ...], PodIntent],
+    ) -> PodState:
+        marks = tuple(sorted(pod.annotations.items()))
+        intent = intents.get(marks)
+        if intent is None:
+            intent = intents[marks] = parse_pod_annotations(pod.annotations)
+        labels = tuple(sorted(pod.labels.items()))
+        selection = selector.choose(pod, intent, labels)
+        watched = watch.choose(pod, intent, labels) if watch is not None else None
+        return PodState(
+            intent=intent,
+            job=job_id(pod, intent),
+            governing=selection.winner if selection is not None else None,
+            losers=selection.losers if selection is not None else (),
+            watchers=(watched.winner, *watched.losers) if watched is not None else (),
+        )
+
+    def _hold(self, key: PodKey, state: PodState, *, add: bool, changes: _Changes) -> None:
+        """Count a pod's state into (or out of) the tallies and indexes."""
+        name = _pod_name(key)
+        for observer in state.watchers:
+            reports.hold(self._tallies[observer.name], name, state.job, add=add)
+            changes.policies.add(observer.name)
+        if state.intent.problems and add:
+            self._problems[key] = state.intent.problems
+        elif not add:
+            self._problems.pop(key, None)
+        policy = state.governing
+        if policy is None:
+            return
+        changes.jobs.add(state.job)
+        changes.policies.add(policy.name)
+        reports.hold(self._tallies[policy.name], name, state.job, add=add)
+        members = self._job_pods[state.job]
+        governed = self._governed[policy.name]
+        budget_pods = self._budgeted_jobs[state.job] if budgeted(policy) else None
+        for loser in state.losers:
+            changes.policies.add(loser.name)
+            if add:
+                self._tallies[loser.name].shadowed[name] = policy.name
+            else:
+                self._tallies[loser.name].shadowed.pop(name, None)
+        if add:
+            members.add(key)
+            governed.add(key)
+            if budget_pods is not None:
+                budget_pods.add(key)
+            return
+        members.discard(key)
+        governed.discard(key)
+        if not members:
+            del self._job_pods[state.job]
+        if budget_pods is not None:
+            budget_pods.discard(key)
+            if not budget_pods:
+                del self._budgeted_jobs[state.job]
+
+    # -- GPUs ------------------------------------------------------------------------------------
+
+    def _update_gpus(self, snapshot: FleetSnapshot, changes: _Changes) -> None:
+        by_node = snapshot.gpus_by_node
+        delta = self._delta(snapshot)
+        if delta is not None:
+            for node in delta.nodes:
+                gpus = by_node.get(node, ())
+                if self._node_gpus.get(node, ()) is not gpus:
+                    self._node_changed(node, self._node_gpus.get(node, ()), gpus, changes)
+            return
+        for node, gpus in by_node.items():
+            if self._node_gpus.get(node) is not gpus:
+                self._node_changed(node, self._node_gpus.get(node, ()), gpus, changes)
+        if len(self._node_gpus) > len(by_node) or any(n not in by_node for n in self._node_gpus):
+            for node in [n for n in self._node_gpus if n not in by_node]:
+                self._node_changed(node, self._node_gpus[node], (), changes)
+
+    def _node_changed(
+        self, node: str, before: tuple[GpuView, ...], after: tuple[GpuView, ...], changes: _Changes
+    ) -> None:
+        old = {g.uuid: g for g in before}
+        changes.measured.add(node)
+        for gpu in after:
+            prior = old.pop(gpu.uuid, None)
+            if prior is gpu:
+                continue
+            if prior is None or _fixed(prior) != _fixed(gpu):
+                changes.nodes.add(node)
+            self._index(prior, gpu, changes)
+            held = self._gpus.get(gpu.uuid)
+            if held is None:
+                self._gpus[gpu.uuid] = _GpuPlan(gpu)
+            else:
+                held.view = gpu
+        for gone in old.values():
+            changes.nodes.add(node)
+            self._index(gone, None, changes)
+            held = self._gpus.pop(gone.uuid, None)
+            if held is not None:
+                self._drop(gone.uuid, held, changes)
+        if not before or not after:
+            changes.node_set = True
+        if after:
+            self._node_gpus[node] = after
+        else:
+            self._node_gpus.pop(node, None)
+            if self._targets.pop(node, None) is not None:
+                changes.targets.add(node)
+
+    def _index(self, before: GpuView | None, after: GpuView | None, changes: _Changes) -> None:
+        """Keep pod → GPUs in step with the GPUs' pod lists."""
+        if before is not None:
+            for key in before.pods:
+                gpus = self._pod_gpus.get(key)
+                if gpus is not None:
+                    gpus.pop(before.uuid, None)
+                    if not gpus:
+                        del self._pod_gpus[key]
+                self._touch_pod(key, changes)
+        if after is not None:
+            for key in after.pods:
+                self._pod_gpus[key][after.uuid] = after
+                self._touch_pod(key, changes)
+
+    def _touch_pod(self, key: PodKey, changes: _Changes) -> None:
+        changes.pods.add(key)
+        state = self._states.get(key)
+        if state is not None and state.governing is not None:
+            changes.jobs.add(state.job)
+
+    # -- signals and schedules -------------------------------------------------------------------
+
+    def _update_signals(self, context: PlanContext, changes: _Changes) -> None:
+        carbon = {
+            p.name: carbon_weight(p.spec.carbon, context.carbon.get(p.name), context.now)
+            for p in self._active or ()
+            if p.spec.carbon is not None
+        }
+        for name, decision in carbon.items():
+            before = self._carbon.get(name)
+            if before != decision:
+                changes.reported.add(name)
+                if not budgeted(self._by_name[name]) and carbon_key(before) != carbon_key(decision):
+                    self._nodes_of(self._governed.get(name, ()), changes)
+        self._carbon = carbon
+        profiles = dict(context.profiles)
+        if profiles != self._profiles:
+            for key in profiles.keys() | self._profiles.keys():
+                if profiles.get(key) is not self._profiles.get(key):
+                    self._nodes_of(self._job_pods.get(key[0], ()), changes)
+        self._profiles = profiles
+        caps = dict(context.straggler_caps)
+        if caps != self._caps:
+            self._nodes_of([k for k in caps.keys() | self._caps.keys() if caps.get(k) != self._caps.get(k)], changes)
+        self._caps = caps
+        schedules: dict[str, carbonbudget.BudgetDecision] = {}
+        for job, keys in self._budgeted_jobs.items():
+            schedule = self._schedule(job, keys, context)
+            if schedule is None:
+                continue
+            schedules[job] = schedule
+            last = self._carbon_budgets.get(job)
+            if last is None or (last.watts, last.reason) != (schedule.watts, schedule.reason):
+                self._nodes_of(keys, changes)
+        for job in self._carbon_budgets.keys() - schedules.keys():
+            self._nodes_of(self._job_pods.get(job, ()), changes)
+        self._carbon_budgets = schedules
+
+    def _schedule(self, job: str, keys: Iterable[PodKey], context: PlanContext) -> carbonbudget.BudgetDecision | None:
+        """A budgeted job's decision, on its first GPU in (node, index) order."""
+        candidates = [
+            (g.node, g.index, key, g) for key in keys for g in self._pod_gpus.get(key, {}).values() if not g.mig_enabled
+        ]
+        if not candidates:
+            return None
+        _, _, key, gpu = min(candidates, key=lambda c: c[:3])
+        state = self._states[key]
+        assert state.governing is not None
+        return budget_decision(gpu, job, state.governing, state.intent, context, self._carbon.get(state.governing.name))
+
+    def _nodes_of(self, keys: Iterable[PodKey], changes: _Changes) -> None:
+        for key in keys:
+            changes.nodes.update(g.node for g in self._pod_gpus.get(key, {}).values())
+
+    # -- decisions ----------------------------------------------------------------------------------
+
+    def _redecide(self, snapshot: FleetSnapshot, decider: Decider, changes: _Changes) -> None:
+        for node in changes.nodes:
+            gpus = self._node_gpus.get(node)
+            if gpus is None:
+                continue
+            for gpu in gpus:
+                held = self._gpus[gpu.uuid]
+                decision, unprofiled = decider.decide(gpu, self._states)
+                if decision == held.decision and unprofiled == held.unprofiled:
+                    continue
+                self._drop(gpu.uuid, held, changes)
+                held.decision, held.unprofiled = decision, unprofiled
+                for policy, job in unprofiled:
+                    reports.flag_unprofiled(self._tallies[policy], job, add=True)
+                    changes.policies.add(policy)
+                for key in gpu.pods:
+                    changes.pods.add(key)
+            targets = tuple(d.target for g in sorted(gpus, key=lambda g: g.index) if (d := self._gpus[g.uuid].decision))
+            if targets != self._targets.get(node, ()):
+                changes.targets.add(node)
+            if targets:
+                self._targets[node] = targets
+            else:
+                self._targets.pop(node, None)
+        for node in changes.nodes | changes.measured:
+            for gpu in self._node_gpus.get(node, ()):
+                decision = self._gpus[gpu.uuid].decision
+                if decision is not None:
+                    policy = decision.target.policy
+                    share = GpuShare(decision.target.power_limit_watts, gpu.power_watts, decision.clamped)
+                    tally = self._tallies[policy].gpus
+                    if tally.get(gpu.uuid) != share:
+                        tally[gpu.uuid] = share
+                        changes.policies.add(policy)
+
+    def _drop(self, uuid: str, held: _GpuPlan, changes: _Changes) -> None:
+        """Take a GPU's decision out of the tallies."""
+        if held.decision is not None:
+            policy = held.decision.target.policy
+            self._tallies[policy].gpus.pop(uuid, None)
+            changes.policies.add(policy)
+        for policy, job in held.unprofiled:
+            reports.flag_unprofiled(self._tallies[policy], job, add=False)
+            changes.policies.add(policy)
+
+    # -- budgets ---------------------------------------------------------------------------------
+
+    def _update_budgets(self, snapshot: FleetSnapshot, context: PlanContext, changes: _Changes) -> None:
+        if not self._budgets:
+            return
+        labels = snapshot.node_labels
+        recover = changes.node_set or not self._coverage or labels != self._node_labels
+        self._node_labels = dict(labels)
+        if recover:
+            claimed: set[str] = set()
+            nodes = sorted(self._node_gpus)
+            for policy in self._budgets:
+                spec = policy.spec.budget
+                assert spec is not None
+                covered = tuple(
+                    n
+                    for n in nodes
+                    if n not in claimed
+                    and (spec.node_selector is None or spec.node_selector.matches(labels.get(n, {})))
+                )
+                claimed.update(covered)
+                self._coverage[policy.name] = covered
+        touched = changes.nodes | changes.measured
+        for policy in self._budgets:
+            covered = self._coverage[policy.name]
+            sharing = self._sharings.get(policy.name)
+            previous = context.previous_node_budgets
+            if (
+                recover
+                or sharing is None
+                or not touched.isdisjoint(covered)
+                or any(previous.get(n) != sharing.previous.get(n) for n in covered)
+            ):
+                sharing = nodeshares.share_out(
+                    policy,
+                    covered,
+                    self._node_gpus,
+                    self._ceiling,
+                    lambda g: _budget_rank(self._states, g),
+                    previous,
+                )
+                self._sharings[policy.name] = sharing
+            outcome = nodeshares.settle_shares(
+                policy, sharing, context.budget_rebalances.get(policy.name), context.now, context.budget_interval_s
+            )
+            if self._outcomes.get(policy.name) != outcome:
+                changes.reported.add(policy.name)
+            self._outcomes[policy.name] = outcome
+
+    def _ceiling(self, gpu: GpuView) -> float:
+        # Without a target the GPU may run at its default; its current limit may be a past cut, and
+        # using it would keep the node's share from ever recovering.
+        decision = self._gpus[gpu.uuid].decision
+        return decision.target.power_limit_watts if decision is not None else gpu.default_watts
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def _update_outputs(self, changes: _Changes) -> None:
+        for key in changes.pods:
+            gpus = self._pod_gpus.get(key)
+            targets = (
+                tuple(
+                    d.target
+                    for g in sorted(gpus.values(), key=lambda g: (g.node, g.index))
+                    if (d := self._gpus[g.uuid].decision) is not None
+                )
+                if gpus
+                else ()
+            )
+            if targets:
+                self._pod_targets[key] = targets
+            else:
+                self._pod_targets.pop(key, None)
+        for job in changes.jobs:
+            view = self._job_view(job)
+            if view is None:
+                self._jobs.pop(job, None)
+            else:
+                self._jobs[job] = view
+
+    def _job_view(self, job: str) -> JobView | None:
+        keys = self._job_pods.get(job)
+        if not keys:
+            return None
+        unique = {g.uuid: g for k in keys for g in self._pod_gpus.get(k, {}).values()}
+        gpus = sorted(unique.values(), key=lambda g: (g.node, g.index))
+        if not gpus:
+            return None
+        pods = tuple(sorted(keys))
+        policy = self._states[pods[0]].governing
+        assert policy is not None
+        return JobView(
+            id=job,
+            policy=policy.name,
+            pods=pods,
+            gpus=tuple(g.uuid for g in gpus),
+            gpu_model=min(g.model for g in gpus),
+            min_watts=max(g.min_watts for g in gpus),
+            max_watts=min(g.max_watts for g in gpus),
+        )
+
+    def _result(self, snapshot: FleetSnapshot, changes: _Changes) -> Plan:
+        node_budgets: dict[str, float] = {}
+        priorities: dict[str, tuple[BudgetPriority, ...]] = {}
+        for policy in self._budgets:
+            if policy.spec.dry_run:
+                continue
+            outcome, sharing = self._outcomes[policy.name], self._sharings[policy.name]
+            for node, share in outcome.shares.items():
+                if share > 0:  # a GpuNode budget must be positive
+                    node_budgets[node] = share
+                    priorities[node] = sharing.priorities[node]
+        moved = changes.targets
+        if changes.replaced is not None:
+            before, after = changes.replaced, self._targets
+            moved = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+        if snapshot.nodes != self._node_names:  # a GpuNode came or went: rare, rebuilt whole
+            self._node_names = snapshot.nodes
+            self._nodes_out = immutables.Map({**dict.fromkeys(snapshot.nodes, ()), **self._targets})
+        elif changes.targets:
+            named = set(snapshot.nodes)
+            edit = self._nodes_out.mutate()
+            for node in changes.targets:
+                targets = self._targets.get(node)
+                if targets is not None:
+                    edit[node] = targets
+                elif node in named:
+                    edit[node] = ()
+                else:
+                    edit.pop(node, None)
+            self._nodes_out = edit.finish()
+        self._pod_targets_out = _updated(self._pod_targets_out, self._pod_targets, changes.pods)
+        self._problems_out = _updated(self._problems_out, self._problems, changes.pods)
+        self._jobs_out = _updated(self._jobs_out, self._jobs, changes.jobs)
+        return Plan(
+            nodes=FrozenMap(self._nodes_out),
+            policies=dict(self._reports),
+            pod_problems=FrozenMap(self._problems_out),
+            pod_targets=FrozenMap(self._pod_targets_out),
+            node_budgets=node_budgets,
+            budget_priorities=priorities,
+            budget_rebalances={name: o.rebalance for name, o in self._outcomes.items()},
+            jobs=FrozenMap(self._jobs_out),
+            carbon_budgets={job: d.account for job, d in sorted(self._carbon_budgets.items())},
+            changed_nodes=frozenset(moved),
+        )
+
+
+__all__ = ["FrozenMap", "JobView", "Plan", "Planner", "PolicyReport", "plan"]

@@ -64,3 +64,55 @@ def choose_policy(
     if not candidates:
         return None
     return Selection(winner=candidates[0], losers=tuple(candidates[1:]))
+
+
+class Selector:
+    """:func:`choose_policy` for many pods: selector matches memoised per namespace and label set.
+
+    Pods of one job, or of one team, share their labels and namespace, so a round matches each
+    policy's namespace selector once per namespace and its pod selector once per distinct label set,
+    and keeps the outcomes as bit masks over the policies in rank order. Make one per round: the
+    memo holds whatever namespaces and label sets the round met, and namespace labels may change.
+    """
+
+    def __init__(self, policies: Iterable[PolicyView], namespace_labels: Mapping[str, Mapping[str, str]]) -> None:
+        self.ranked = sorted((p for p in policies if not p.deleting), key=rank_key)
+        self._namespace_labels = namespace_labels
+        self._named = {p.name: 1 << i for i, p in enumerate(self.ranked)}
+        self._by_namespace: dict[str, int] = {}
+        self._by_labels: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def choose(self, pod: PodView, intent: PodIntent, labels: tuple[tuple[str, str], ...]) -> Selection | None:
+        """Like :func:`choose_policy`; ``labels`` is ``pod.labels`` as sorted items."""
+        if intent.opt_out or not pod.active or not self.ranked:
+            return None
+        mask = self._namespace_mask(pod.namespace) & self._label_mask(labels, pod.labels)
+        if intent.policy is not None:
+            mask |= self._named.get(intent.policy, 0)
+        if not mask:
+            return None
+        chosen = [p for i, p in enumerate(self.ranked) if mask >> i & 1]
+        return Selection(winner=chosen[0], losers=tuple(chosen[1:]))
+
+    def _namespace_mask(self, namespace: str) -> int:
+        mask = self._by_namespace.get(namespace)
+        if mask is None:
+            labels = self._namespace_labels.get(namespace, {})
+            mask = 0
+            for i, p in enumerate(self.ranked):
+                selector = p.spec.selector.namespace_selector
+                if selector is None or selector.matches(labels):
+                    mask |= 1 << i
+            self._by_namespace[namespace] = mask
+        return mask
+
+    def _label_mask(self, key: tuple[tuple[str, str], ...], labels: Mapping[str, str]) -> int:
+        mask = self._by_labels.get(key)
+        if mask is None:
+            mask = 0
+            for i, p in enumerate(self.ranked):
+                selector = p.spec.selector.pod_selector
+                if selector is None or selector.matches(labels):
+                    mask |= 1 << i
+            self._by_labels[key] = mask
+        return mask

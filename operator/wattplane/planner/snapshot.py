@@ -7,6 +7,9 @@ beyond the ``now`` it is handed.
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -76,6 +79,22 @@ class PolicyView:
 
 
 @dataclass(frozen=True)
+class SnapshotDelta:
+    """What changed since an earlier snapshot from the same source: a planner then need not look.
+
+    Attributes:
+        since: The ``version`` of that earlier snapshot; a planner uses the delta only when it
+            planned exactly that snapshot last (else it compares the snapshots itself).
+        pods: Pods added, removed or changed.
+        nodes: Nodes whose GPUs were added, removed or changed (status reports included).
+    """
+
+    since: int
+    pods: frozenset[PodKey] = frozenset()
+    nodes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class FleetSnapshot:
     """Everything the planner knows about the cluster."""
 
@@ -85,3 +104,25 @@ class FleetSnapshot:
     nodes: tuple[str, ...] = ()
     #: Labels of the Node objects (budget sections select nodes, e.g. by rack).
     node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: The GPUs grouped by node, when the builder holds them so (``gpus`` is then filled from it).
+    #: A node's tuple that is the same object as in the previous round tells the planner that
+    #: nothing on that node changed, without looking at its GPUs.
+    by_node: Mapping[str, tuple[GpuView, ...]] | None = None
+    #: Which snapshot of its source this is (a counter), if the source keeps count.
+    version: int | None = None
+    #: What changed since an earlier snapshot of the same source, if the source knows.
+    delta: SnapshotDelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.by_node is not None and not self.gpus:
+            object.__setattr__(self, "gpus", tuple(itertools.chain.from_iterable(self.by_node.values())))
+
+    @functools.cached_property
+    def gpus_by_node(self) -> Mapping[str, tuple[GpuView, ...]]:
+        """The GPUs of each node, in the order they were reported."""
+        if self.by_node is not None:
+            return self.by_node
+        grouped: dict[str, list[GpuView]] = defaultdict(list)
+        for gpu in self.gpus:
+            grouped[gpu.node].append(gpu)
+        return {node: tuple(gpus) for node, gpus in grouped.items()}

@@ -28,7 +28,7 @@ from wattplane.operator.decisions import node_spec_update
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.progress import ProgressSample
 from wattplane.planner.context import CarbonInput, PlanContext
-from wattplane.planner.plan import Plan, plan
+from wattplane.planner.plan import Plan, Planner
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PodView, PolicyView
 from wattplane.sim.engine import Simulation
 from wattplane.sim.physics import RunningJob
@@ -55,6 +55,8 @@ class PolicyController:
         self._pods: dict[str, dict[PodKey, PodView]] = {}
         self._carbon_cache: dict[tuple[int, float], CarbonInput] = {}
         self.last_plan: Plan | None = None
+        #: Re-decides only what changed since its last round (the simulated fleet changes a little at a time).
+        self.planner = Planner()
         self.node_budgets: dict[str, float] = {}
 
     async def _read_counter(self, snapshot: FleetSnapshot, key: PodKey) -> ProgressSample | None:
@@ -103,7 +105,7 @@ class PolicyController:
             budget_interval_s=self._interval,
             carbon_budgets=self.last_plan.carbon_budgets if self.last_plan is not None else {},
         )
-        result = plan(snapshot, self.policies, context)
+        result = self.planner.plan(snapshot, self.policies, context)
         self.last_plan = result
         for n, node in enumerate(sim.nodes):
             update = node_spec_update(

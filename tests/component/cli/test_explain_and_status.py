@@ -104,16 +104,15 @@ def test_explain_names_a_governing_policy_that_set_nothing_and_a_budget_cut() ->
     text = render_explain(pod(), node([], [gpu_status()]), zeus, {}, {})
     assert "governed by EnergyPolicy zeus (priority 0; efficiency)" in text
     assert "no target: policy zeus governs the pod but set no limit here" in text
-    cut = {
-        "uuid": "GPU-0",
-        "powerLimitWatts": 180,
-        "policy": "rack",
-        "reason": "EnergyPolicy rack: budget 900 W over 1 node(s) → 180 W (was 250 W: ...)",
-        "section": "budget",
-    }
-    text = render_explain(pod(), node([cut], [gpu_status(limit=180, power=175)]), POLICIES, {}, {"rack": "r1"})
-    assert "  binding section: budget" in text
+    # The agent holds the GPU below its 250 W target for the node budget: status, not the plan, says so.
+    target = {"uuid": "GPU-0", "powerLimitWatts": 250, "policy": "serving-fast", "section": "limits"}
+    held = {**gpu_status(limit=180, power=175), "budgetLimitWatts": 180}
+    text = render_explain(pod(), node([target], [held]), POLICIES, {}, {"rack": "r1"})
+    assert "  binding section: limits" in text
+    assert "  held at 180 W by the node budget (the agent's cut, below the target)" in text.splitlines()
     assert "raise budget.watts" in text and "wattplane.io/priority: high" in text
+    text = render_explain(pod(), node([target], [gpu_status(limit=250, power=240)]), POLICIES, {}, {"rack": "r1"})
+    assert "held at" not in text and "raise budget.watts" not in text
 
 
 def test_explain_names_a_missing_opt_in_policy_and_no_policy_at_all() -> None:

@@ -33,8 +33,9 @@ CRD = CrdInfo(
 )
 
 
-#: The EnergyPolicy sections that propose GPU limits.
-PolicySection = Literal["limits", "efficiency", "carbon", "stragglers", "budget"]
+#: The EnergyPolicy sections that propose GPU limits. ``budget`` is not one: the operator shares a
+#: budget between nodes (``nodeBudgetWatts``) and the agent alone cuts GPUs below their targets.
+PolicySection = Literal["limits", "efficiency", "carbon", "stragglers"]
 
 
 class GpuTarget(ApiModel):
@@ -55,7 +56,7 @@ class GpuTarget(ApiModel):
     reason: str = ""
     """Human-readable explanation of the value."""
     section: PolicySection | None = None
-    """The policy section whose proposal is the limit (the tightest one, or the budget's cut)."""
+    """The policy section whose proposal is the limit (the tightest one)."""
     dry_run: bool = False
     """Report only: the agent must not touch the device."""
 

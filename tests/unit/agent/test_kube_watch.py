@@ -7,16 +7,18 @@ each, so the tests see which ``resourceVersion`` every watch started from.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from wattplane.agent.apiserver import ApiClient, ApiUnreachable, ClusterConfig, Forbidden, Gone, ResumableWatch
-from wattplane.agent.apiserver.errors import ServerError
-from wattplane.agent.kube import NodeObjects
+from lightkube import AsyncClient
+from wattplane.agent import kube
+from wattplane.agent.kube import ApiError, ApiUnreachable, Gone, NodeObjects, load_config, make_client
 
 GN = "/apis/wattplane.io/v1alpha1/gpunodes"
 
@@ -89,9 +91,26 @@ async def server() -> AsyncIterator[WatchServer]:
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def client_for(url: str, tmp_path: Path) -> AsyncIterator[AsyncClient]:
+    """The agent's client, from a kubeconfig naming ``url``."""
+    doc = {
+        "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": {"server": url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }
+    (tmp_path / "kubeconfig").write_text(json.dumps(doc))
+    client = make_client(load_config(tmp_path / "kubeconfig"))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 @pytest.fixture
-async def api(server: WatchServer) -> AsyncIterator[ApiClient]:
-    async with ApiClient(ClusterConfig(server=server.url), request_timeout_s=2.0) as client:
+async def api(server: WatchServer, tmp_path: Path) -> AsyncIterator[AsyncClient]:
+    async with client_for(server.url, tmp_path) as client:
         yield client
 
 
@@ -100,7 +119,7 @@ async def drain(objects: NodeObjects) -> list[tuple[str, str]]:
 
 
 async def test_the_watch_is_narrow_and_the_next_one_resumes_after_the_last_event(
-    server: WatchServer, api: ApiClient
+    server: WatchServer, api: AsyncClient
 ) -> None:
     server.scripts = [
         [event("ADDED", "5", planGeneration=1), event("MODIFIED", "8", planGeneration=2), bookmark("12")],
@@ -119,7 +138,9 @@ async def test_the_watch_is_narrow_and_the_next_one_resumes_after_the_last_event
     assert second == first | {"resourceVersion": "12"}, "resumes after the bookmark, not from scratch"
 
 
-async def test_an_expired_resource_version_relists_from_the_current_state(server: WatchServer, api: ApiClient) -> None:
+async def test_an_expired_resource_version_relists_from_the_current_state(
+    server: WatchServer, api: AsyncClient
+) -> None:
     server.scripts = [
         [event("ADDED", "3", planGeneration=1)],
         [expired()],
@@ -134,7 +155,7 @@ async def test_an_expired_resource_version_relists_from_the_current_state(server
     assert server.queries[-1]["resourceVersion"] == "42"
 
 
-async def test_a_410_answer_to_the_watch_request_relists_too(server: WatchServer, api: ApiClient) -> None:
+async def test_a_410_answer_to_the_watch_request_relists_too(server: WatchServer, api: AsyncClient) -> None:
     server.scripts = [
         [event("ADDED", "3")],
         Refuse(410, "Expired", "too old resource version"),
@@ -146,7 +167,7 @@ async def test_a_410_answer_to_the_watch_request_relists_too(server: WatchServer
     assert [q.get("resourceVersion") for q in server.queries] == [None, "3", None]
 
 
-async def test_gone_twice_in_a_row_is_raised_for_the_caller_to_back_off(server: WatchServer, api: ApiClient) -> None:
+async def test_gone_twice_in_a_row_is_raised_for_the_caller_to_back_off(server: WatchServer, api: AsyncClient) -> None:
     server.scripts = [[event("ADDED", "3")], [expired()], [expired("still too old")]]
     objects = NodeObjects(api, "n1")
     await drain(objects)
@@ -155,7 +176,7 @@ async def test_gone_twice_in_a_row_is_raised_for_the_caller_to_back_off(server: 
 
 
 async def test_events_before_an_expiry_are_delivered_and_other_errors_raised(
-    server: WatchServer, api: ApiClient
+    server: WatchServer, api: AsyncClient
 ) -> None:
     internal = {
         "type": "ERROR",
@@ -163,20 +184,21 @@ async def test_events_before_an_expiry_are_delivered_and_other_errors_raised(
     }
     server.scripts = [[event("ADDED", "3"), internal]]
     seen: list[str] = []
-    with pytest.raises(ServerError, match="etcd"):
+    with pytest.raises(ApiError, match="etcd") as caught:
         async for e in NodeObjects(api, "n1").watch_gpunode():
             seen.append(e["object"]["metadata"]["resourceVersion"])
     assert seen == ["3"]
+    assert caught.value.status == 500 and caught.value.reason == "InternalError"
 
 
-async def test_a_refused_watch_raises_the_typed_error(server: WatchServer, api: ApiClient) -> None:
+async def test_a_refused_watch_raises_the_typed_error(server: WatchServer, api: AsyncClient) -> None:
     server.scripts = [Refuse(403, "Forbidden", 'gpunodes.wattplane.io is forbidden: cannot watch "n2"')]
-    with pytest.raises(Forbidden, match="cannot watch") as caught:
+    with pytest.raises(ApiError, match="cannot watch") as caught:
         await drain(NodeObjects(api, "n1"))
     assert caught.value.status == 403
 
 
-async def test_big_objects_split_across_many_reads_arrive_whole(server: WatchServer, api: ApiClient) -> None:
+async def test_big_objects_split_across_many_reads_arrive_whole(server: WatchServer, api: AsyncClient) -> None:
     pods = [{"namespace": "ns", "name": f"pod-{i:05d}", "uid": "x" * 36} for i in range(3000)]  # ~250 KB
     server.scripts = [[event("ADDED", "7", pods=pods), b"\n", event("MODIFIED", "8")]]
     server.chunk = 1000
@@ -186,7 +208,9 @@ async def test_big_objects_split_across_many_reads_arrive_whole(server: WatchSer
     assert [e["type"] for e in events] == ["ADDED", "MODIFIED"]
 
 
-async def test_a_silent_stream_is_dropped_after_the_read_deadline(server: WatchServer) -> None:
+async def test_a_silent_stream_is_dropped_after_the_read_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     release = asyncio.Event()
 
     async def silent(request: web.Request) -> web.StreamResponse:
@@ -202,20 +226,13 @@ async def test_a_silent_stream_is_dropped_after_the_read_deadline(server: WatchS
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
+    monkeypatch.setattr(kube, "READ_SLACK_S", 0.3)
     try:
-        async with ApiClient(ClusterConfig(server=f"http://{host}:{port}")) as client:
-            lines = client.stream_lines(GN, params={"watch": "true"}, read_timeout_s=0.3)
-            with pytest.raises(ApiUnreachable, match="watch"):
-                async for _ in lines:
-                    pass
+        async with client_for(f"http://{host}:{port}", tmp_path) as client:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ApiUnreachable, match="watch gpunode n1"):
+                await drain(NodeObjects(client, "n1", watch_timeout_s=0))
+            assert asyncio.get_running_loop().time() - started < 3.0
     finally:
         release.set()
         await runner.cleanup()
-
-
-async def test_resumable_watch_can_be_used_on_its_own(server: WatchServer, api: ApiClient) -> None:
-    server.scripts = [[event("ADDED", "9")]]
-    watch = ResumableWatch(api, GN, timeout_s=30)
-    assert [e["type"] async for e in watch.events()] == ["ADDED"]
-    assert watch.resource_version == "9"
-    assert "fieldSelector" not in server.queries[0]

@@ -1,0 +1,284 @@
+"""One GPU's target: the proposals of the sections of the policy that governs its pod, composed.
+
+How the sections compose on one GPU (design.md §3):
+
+* each section proposes a limit: ``limits`` (static cap), ``efficiency`` (the job's Zeus probe or
+  optimum), ``carbon`` (efficient + w·(max − efficient), or the job's budgeted schedule),
+  ``stragglers`` (the pod's Perseus cap);
+* the tightest proposal wins, but efficiency, carbon and stragglers never go below the policy's floor
+  (``limits.minWatts``/``minFractionOfDefault``, the pod's ``min-power-watts``): those are the user's
+  stated tolerance, and the optimisations respect it;
+* while a job's profile is being measured the probe limit stands alone (apart from static caps), or the
+  measurement would be of something else;
+* everything is clamped into the device's constraints.
+
+A decision depends on the GPU's fixed facts (model and power range, pods, MIG), on its pods' state
+(governing policy, intent, job) and on a few per-policy and per-job inputs of the round; never on
+other GPUs. That is what lets :class:`wattplane.planner.plan.Planner` re-decide only the GPUs whose
+inputs changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from wattplane.api.annotations import PodIntent
+from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget, JobProfile
+from wattplane.api.v1alpha1.gpunode import GpuTarget, PolicySection
+from wattplane.planner import carbonbudget
+from wattplane.planner.carbon import WeightDecision, carbon_limit
+from wattplane.planner.context import PlanContext
+from wattplane.planner.efficiency import efficiency_limit
+from wattplane.planner.limits import lower_bound, static_cap
+from wattplane.planner.snapshot import GpuView, PodKey, PolicyView
+
+#: The carbon weight is applied in steps of 1/_WEIGHT_STEPS.
+_WEIGHT_STEPS: Final = 20
+
+#: Reported binding section, in precedence order (first wins a tie).
+_PRECEDENCE: Final = ("carbon", "stragglers", "efficiency", "limits")
+
+#: Every field of a target, with its default: targets are built without pydantic's validation (all
+#: inputs are validated already), which would otherwise be the dearest step of a round.
+_TARGET_DEFAULTS: Final[dict[str, Any]] = {
+    name: field.get_default(call_default_factory=True) for name, field in GpuTarget.model_fields.items()
+}
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What the round decided about one pod before looking at its GPUs."""
+
+    intent: PodIntent
+    #: ``namespace/job`` (see :func:`wattplane.planner.jobs.job_id`).
+    job: str
+    #: The policy that sets the pod's limits, if any.
+    governing: PolicyView | None = None
+    #: Policies that select the pod but lost it to ``governing``.
+    losers: tuple[PolicyView, ...] = ()
+    #: Observe-only policies that select the pod (they set nothing).
+    watchers: tuple[PolicyView, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A GPU's target, and whether the device's constraints clamped it."""
+
+    target: GpuTarget
+    clamped: bool
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    watts: float
+    section: PolicySection
+    reason: str
+    clamped: bool = False
+
+
+def budgeted(policy: PolicyView) -> bool:
+    """Whether the policy's carbon section spends per-job slowdown budgets (mode ``Budgeted``)."""
+    return policy.spec.carbon is not None and policy.spec.carbon.mode == "Budgeted"
+
+
+def carbon_key(decision: WeightDecision | None) -> tuple[object, ...] | None:
+    """What of a carbon weight decision a target depends on: the stepped weight and the reason.
+
+    The rest (the exact percentile, which slides with the clock) only shows in the policy status.
+    """
+    if decision is None:
+        return None
+    weight = None if decision.weight is None else round(decision.weight * _WEIGHT_STEPS)
+    return (weight, decision.reason)
+
+
+def floor_watts(gpu: GpuView, policy: PolicyView, intent: PodIntent) -> float | None:
+    """The lowest limit the optimising sections may set: the policy's minimum and the pod's."""
+    floors = [intent.min_power_watts] if intent.min_power_watts is not None else []
+    if policy.spec.limits is not None:
+        bound = lower_bound(policy.spec.limits, gpu)
+        if bound is not None:
+            floors.append(bound)
+    return max(floors) if floors else None
+
+
+def budget_decision(
+    gpu: GpuView, job: str, policy: PolicyView, intent: PodIntent, context: PlanContext, weight: WeightDecision | None
+) -> carbonbudget.BudgetDecision:
+    """A budgeted job's decision for the round: its account settled, then its plan.
+
+    ``gpu`` is the job's reference GPU (every GPU of a job runs the same plan): its model picks the
+    curve and its limit in force is what the account is charged for the time since the last round.
+    """
+    spec = policy.spec.carbon
+    assert spec is not None
+    slowdown = intent.max_slowdown if intent.max_slowdown is not None else spec.max_slowdown
+    account = context.carbon_budgets.get(job)
+    if account is None or account.gpu_model != gpu.model:
+        account = JobCarbonBudget(job=job, gpu_model=gpu.model)
+    account = carbonbudget.settle(account, gpu.limit_watts, context.now, max_slowdown=slowdown)
+    floor = floor_watts(gpu, policy, intent)
+    lo = min(max(floor if floor is not None else gpu.min_watts, gpu.min_watts), gpu.max_watts)
+    profile = context.profiles.get((job, gpu.model))
+    curve = carbonbudget.profile_curve(profile, gpu.default_watts) or carbonbudget.prior_curve(gpu.default_watts)
+    usable = weight is not None and not weight.stale and weight.intensity is not None
+    return carbonbudget.decide(
+        account,
+        curve=curve,
+        lo=lo,
+        hi=gpu.max_watts,
+        signal=context.carbon.get(policy.name),
+        signal_usable=usable,
+        fallback_max=spec.fallback == "Max",
+        lookahead_hours=spec.lookahead_hours,
+        job_age_s=sum(b.seconds for b in account.time_at_limits),
+        now=context.now,
+        current_watts=gpu.limit_watts,
+    )
+
+
+class Decider:
+    """Decides GPU targets for one round's context.
+
+    Args:
+        context: The round's time and signals.
+        carbon: Each carbon policy's weight decision this round.
+        budgets: Each budgeted job's decision this round.
+    """
+
+    def __init__(
+        self,
+        context: PlanContext,
+        carbon: Mapping[str, WeightDecision],
+        budgets: Mapping[str, carbonbudget.BudgetDecision],
+    ) -> None:
+        self.context = context
+        self.carbon = carbon
+        self.budgets = budgets
+
+    def decide(
+        self, gpu: GpuView, pods: Mapping[PodKey, PodState]
+    ) -> tuple[Decision | None, tuple[tuple[str, str], ...]]:
+        """The tightest target any governing policy sets on ``gpu`` (shared GPUs may have several).
+
+        Also the ``(policy, job)`` pairs whose efficiency section has no profile to go by.
+        """
+        if gpu.mig_enabled:
+            return None, ()  # MIG boards are never capped per instance (design.md §4)
+        best: Decision | None = None
+        unprofiled: list[tuple[str, str]] = []
+        for key in sorted(gpu.pods):  # sorted: ties must not depend on report order
+            state = pods.get(key)
+            if state is None or state.governing is None:
+                continue
+            decision, lacks_profile = self._decide(gpu, key, state, state.governing)
+            if lacks_profile:
+                unprofiled.append((state.governing.name, state.job))
+            if decision is None:
+                continue
+            if best is None or (decision.target.power_limit_watts, decision.target.policy) < (
+                best.target.power_limit_watts,
+                best.target.policy,
+            ):
+                best = decision
+        return best, tuple(unprofiled)
+
+    def _decide(self, gpu: GpuView, key: PodKey, state: PodState, policy: PolicyView) -> tuple[Decision | None, bool]:
+        spec = policy.spec
+        intent = state.intent
+        job = state.job
+        proposals: list[_Proposal] = []
+        profiling = False
+        unprofiled = False
+        if spec.limits is not None:
+            cap = static_cap(spec.limits, gpu)
+            if cap is not None:
+                proposals.append(_Proposal(cap.watts, "limits", cap.reason, cap.clamped))
+        profile = self.context.profiles.get((job, gpu.model))
+        budget = self.budgets.get(job) if budgeted(policy) else None
+        if spec.efficiency is not None:
+            watts, why = efficiency_limit(profile)
+            if watts is None:
+                unprofiled = True
+            else:
+                profiling = profile is not None and profile.state == "Profiling"
+                # Under a budgeted carbon section the profile feeds the schedule, which already runs
+                # the job as efficiently as its budget allows: the Zeus optimum would only undercut it.
+                if profiling or budget is None:
+                    proposals.append(_Proposal(watts, "efficiency", why))
+        if not profiling:
+            proposals.extend(self._carbon_and_stragglers(gpu, key, policy, profile, budget))
+        if not proposals:
+            return None, unprofiled
+        floor = floor_watts(gpu, policy, intent)
+        chosen = min(proposals, key=lambda p: (p.watts, _PRECEDENCE.index(p.section)))
+        watts, reason = chosen.watts, f"EnergyPolicy {policy.name}: {chosen.reason}"
+        if chosen.section != "limits" and floor is not None and watts < floor:
+            watts, reason = floor, f"{reason}, raised to the floor {floor:g} W"
+        watts, clamped, reason = clamp(watts, reason, gpu)
+        clamped = clamped or (chosen.clamped and watts == chosen.watts)
+        target = trusted_target(
+            uuid=gpu.uuid,
+            power_limit_watts=watts,
+            locked_clocks_mhz=spec.limits.locked_sm_clock_mhz if spec.limits is not None else None,
+            policy=policy.name,
+            job=job,
+            priority=intent.priority,
+            reason=reason,
+            section=chosen.section,
+            dry_run=spec.dry_run,
+        )
+        return Decision(target, clamped), unprofiled
+
+    def _carbon_and_stragglers(
+        self,
+        gpu: GpuView,
+        key: PodKey,
+        policy: PolicyView,
+        profile: JobProfile | None,
+        budget: carbonbudget.BudgetDecision | None,
+    ) -> list[_Proposal]:
+        out: list[_Proposal] = []
+        spec = policy.spec
+        if budget is not None and budget.watts is not None:
+            out.append(_Proposal(budget.watts, "carbon", budget.reason))
+        decision = None if budgeted(policy) else self.carbon.get(policy.name)
+        if spec.carbon is not None and decision is not None and decision.weight is not None:
+            chosen = profile.chosen_watts if profile is not None and profile.state == "Done" else None
+            if chosen is not None:
+                efficient, basis = float(chosen), f"Zeus optimum {float(chosen):g} W"
+            else:
+                efficient = spec.carbon.efficient_fraction_of_default * gpu.default_watts
+                basis = f"{spec.carbon.efficient_fraction_of_default:g} × default"
+            efficient = min(max(efficient, gpu.min_watts), gpu.max_watts)
+            # w moves a little every round as the look-ahead window slides; steps of 1/20 keep the
+            # limit (and the agents' writes) still until the change is worth a write.
+            weight = round(decision.weight * _WEIGHT_STEPS) / _WEIGHT_STEPS
+            watts = carbon_limit(efficient, gpu.max_watts, weight)
+            out.append(_Proposal(watts, "carbon", f"{decision.reason}; efficient = {basis} → {watts:.0f} W"))
+        cap = self.context.straggler_caps.get(key)
+        if spec.stragglers is not None and cap is not None:
+            out.append(_Proposal(cap, "stragglers", f"Perseus: waits for the job's slowest pod → {cap:g} W"))
+        return out
+
+
+def clamp(watts: float, reason: str, gpu: GpuView) -> tuple[float, bool, str]:
+    """``watts`` inside the device range, at milliwatt resolution (bounds are kept exact)."""
+    if watts < gpu.min_watts:
+        return gpu.min_watts, True, f"{reason}, raised to device minimum {gpu.min_watts:g} W"
+    if watts > gpu.max_watts:
+        return gpu.max_watts, True, f"{reason}, lowered to device maximum {gpu.max_watts:g} W"
+    if watts in (gpu.min_watts, gpu.max_watts):
+        return watts, False, reason
+    return min(max(round(watts, 3), gpu.min_watts), gpu.max_watts), False, reason
+
+
+def trusted_target(**values: Any) -> GpuTarget:
+    """A :class:`GpuTarget` from values the planner has already validated, without re-validating.
+
+    Like ``model_construct`` (the same object, equal to a validated one), at a fraction of its cost:
+    a hundred-thousand-GPU round builds one per GPU.
+    """
+    return GpuTarget.model_construct(_fields_set=set(values), **(_TARGET_DEFAULTS | values))

@@ -1,0 +1,194 @@
+"""What each policy governs after a round: the tally the planner keeps, and the report made of it.
+
+The tally is kept up to date pod by pod and GPU by GPU (a pod that changes moves its contribution
+from one policy to another), so a round that changed one pod re-reports one or two policies. Sums
+are taken with :func:`math.fsum`, exact whatever the order the GPUs were added in: a tally kept
+across rounds reports the same figures, to the bit, as one built afresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from wattplane.api.v1alpha1.energypolicy import BudgetStatus, CarbonStatus
+from wattplane.planner.carbon import WeightDecision
+from wattplane.planner.context import CarbonInput
+from wattplane.planner.selection import sets_pod_limits
+from wattplane.planner.snapshot import PolicyView
+
+#: Shadowed pods named in a report's message (the rest are counted; status lists more).
+_NAMED_SHADOWED = 5
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """What one policy governs after this round."""
+
+    name: str
+    generation: int
+    pods: tuple[str, ...] = ()
+    gpus: int = 0
+    jobs: int = 0
+    allocated_watts: float = 0.0
+    measured_watts: float = 0.0
+    clamped_gpus: int = 0
+    #: Pods this policy selects but a higher-ranked policy governs.
+    shadowed_pods: tuple[str, ...] = ()
+    #: ``(pod, governing policy)`` for each of ``shadowed_pods``: which pods it lost, and to whom.
+    shadowed_by: tuple[tuple[str, str], ...] = ()
+    ready: bool = True
+    reason: str = "Planned"
+    message: str = ""
+    carbon: CarbonStatus | None = None
+    budget: BudgetStatus | None = None
+    #: ``None`` when the policy has no budget; else whether the budget can be met.
+    budget_met: bool | None = None
+    budget_message: str = ""
+    #: Jobs the efficiency section cannot profile (no progress signal), ``namespace/job``.
+    unprofiled_jobs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuShare:
+    """One GPU's part in its policy's report: its target, its draw, whether it was clamped."""
+
+    allocated: float
+    measured: float
+    clamped: bool
+
+
+@dataclass
+class PolicyTally:
+    """What one policy governs, kept as counts so contributions can be taken back."""
+
+    #: pod name → how many ways the policy holds it (governs or observes: one each)
+    pods: Counter[str] = field(default_factory=Counter)
+    jobs: Counter[str] = field(default_factory=Counter)
+    #: pod → the higher-ranked policy that governs it
+    shadowed: dict[str, str] = field(default_factory=dict)
+    #: uuid → the GPU's share, for the GPUs whose target this policy set
+    gpus: dict[str, GpuShare] = field(default_factory=dict)
+    #: job → GPUs of the job the efficiency section could not profile
+    unprofiled: Counter[str] = field(default_factory=Counter)
+
+
+def observes_only(policy: PolicyView) -> bool:
+    """No section that sets a limit (only ``dryRun``, or nothing in a spec the models would refuse)."""
+    return not sets_pod_limits(policy.spec) and policy.spec.budget is None
+
+
+def _take(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+def hold(tally: PolicyTally, pod: str, job: str, *, add: bool) -> None:
+    """Count (or stop counting) one holding of ``pod`` of ``job`` by the policy."""
+    if add:
+        tally.pods[pod] += 1
+        tally.jobs[job] += 1
+    else:
+        _take(tally.pods, pod)
+        _take(tally.jobs, job)
+
+
+def flag_unprofiled(tally: PolicyTally, job: str, *, add: bool) -> None:
+    """Count (or stop counting) one GPU of ``job`` that the efficiency section cannot profile."""
+    if add:
+        tally.unprofiled[job] += 1
+    else:
+        _take(tally.unprofiled, job)
+
+
+@dataclass(frozen=True)
+class TallySummary:
+    """A tally's figures: recomputed only when the tally changed (a policy may govern many GPUs)."""
+
+    pods: tuple[str, ...]
+    jobs: int
+    gpus: int
+    allocated_watts: float
+    measured_watts: float
+    clamped_gpus: int
+    shadowed_by: tuple[tuple[str, str], ...]
+    unprofiled_jobs: tuple[str, ...]
+
+
+def summarize(tally: PolicyTally) -> TallySummary:
+    """The figures of ``tally``; sums are exact (:func:`math.fsum`), so independent of order."""
+    shares = tally.gpus.values()
+    return TallySummary(
+        pods=tuple(sorted(tally.pods)),
+        jobs=len(tally.jobs),
+        gpus=len(tally.gpus),
+        allocated_watts=round(math.fsum(g.allocated for g in shares), 3),
+        measured_watts=round(math.fsum(g.measured for g in shares), 3),
+        clamped_gpus=sum(1 for g in shares if g.clamped),
+        shadowed_by=tuple(sorted(tally.shadowed.items())),
+        unprofiled_jobs=tuple(sorted(tally.unprofiled)),
+    )
+
+
+def report(
+    policy: PolicyView,
+    tally: TallySummary,
+    carbon: WeightDecision | None,
+    signal: CarbonInput | None,
+    budget: tuple[BudgetStatus, bool, str] | None,
+) -> PolicyReport:
+    """The policy's report from its tally and the round's carbon and budget outcomes."""
+    spec = policy.spec
+    pods = tally.pods
+    if observes_only(policy) and spec.dry_run:
+        reason = "ObserveOnly"
+        message = (
+            f"observes {len(pods)} pod(s) in {tally.jobs} job(s); dryRun with no section: "
+            "sets no limit and takes no pod from another policy"
+        )
+    elif observes_only(policy):
+        reason, message = "NothingToEnforce", "the policy has no section that sets a limit"
+    elif not pods and spec.budget is None:
+        reason, message = "NoMatchingPods", "no running pod is selected by this policy"
+    else:
+        reason = "DryRun" if spec.dry_run else "Planned"
+        message = f"governs {len(pods)} pod(s) in {tally.jobs} job(s) on {tally.gpus} GPU(s)"
+        if tally.clamped_gpus:
+            message += f"; {tally.clamped_gpus} limit(s) clamped to device constraints"
+    if tally.shadowed_by:
+        lost = tally.shadowed_by
+        named = ", ".join(f"{pod} by {winner}" for pod, winner in lost[:_NAMED_SHADOWED])
+        more = f" and {len(lost) - _NAMED_SHADOWED} more" if len(lost) > _NAMED_SHADOWED else ""
+        message += f"; {len(lost)} selected pod(s) governed by a higher-ranked policy: {named}{more}"
+    carbon_status = None
+    if carbon is not None:
+        carbon_status = CarbonStatus(
+            intensity=carbon.intensity,
+            time=signal.time.isoformat() if signal is not None and signal.time is not None else None,
+            source=signal.source if signal is not None else "",
+            stale=carbon.stale,
+            weight=carbon.weight,
+            message=carbon.reason,
+        )
+    return PolicyReport(
+        name=policy.name,
+        generation=policy.generation,
+        pods=pods,
+        gpus=tally.gpus,
+        jobs=tally.jobs,
+        allocated_watts=tally.allocated_watts,
+        measured_watts=tally.measured_watts,
+        clamped_gpus=tally.clamped_gpus,
+        shadowed_pods=tuple(pod for pod, _ in tally.shadowed_by),
+        shadowed_by=tally.shadowed_by,
+        ready=True,
+        reason=reason,
+        message=message,
+        carbon=carbon_status,
+        budget=budget[0] if budget is not None else None,
+        budget_met=budget[1] if budget is not None else None,
+        budget_message=budget[2] if budget is not None else "",
+        unprofiled_jobs=tally.unprofiled_jobs,
+    )
