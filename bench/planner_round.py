@@ -12,11 +12,16 @@ GPUs, one second later), what the operator pays for most events.
 
     python bench/planner_round.py                 # 10,000 GPUs, then 100,000
     python bench/planner_round.py --gpus 10000 --repeat 9
+    python bench/planner_round.py --default-gc    # CPython's collector thresholds, not the operator's
+
+The rounds run under the operator's garbage-collector thresholds (:mod:`wattplane.operator.gctuning`),
+as ``wattplane-operator`` sets them; ``--default-gc`` keeps CPython's.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import time
@@ -24,6 +29,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicySpec, JobProfile, ProfilePoint
+from wattplane.operator.gctuning import tune_gc
 from wattplane.planner.context import CarbonInput, PlanContext
 from wattplane.planner.plan import Planner, plan
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodView, PolicyView, SnapshotDelta
@@ -241,7 +247,11 @@ def main() -> None:
         help="also time the round with the carbon policies in mode Budgeted (per-job slowdown accounts), "
         "against the same fleet with mode Curve",
     )
+    parser.add_argument("--default-gc", action="store_true", help="keep CPython's collector thresholds")
     args = parser.parse_args()
+    if not args.default_gc:
+        tune_gc()
+    print(f"garbage collector thresholds: {gc.get_threshold()}")
     sizes = args.gpus or [10_000, 100_000]
     results = {n: run(n, args.repeat if n <= 20_000 else max(3, args.repeat // 2)) for n in sizes}
     if 10_000 in results and 100_000 in results:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from wattplane.carbon import cli as carbon_cli
 from wattplane.cli import demo, fleetview, run, simulate
+from wattplane.operator.gctuning import tune_gc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one sub-command; its return value is the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    tune_gc()  # the simulator and `wattplane run` plan like the operator, and hold as much in memory
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

@@ -10,6 +10,7 @@ import sys
 import kopf
 from wattplane.api.settingsdoc import parse_settings, settings_parser
 from wattplane.operator import handlers
+from wattplane.operator.gctuning import tune_gc
 from wattplane.operator.settings import FLAGS, OperatorSettings
 
 logger = logging.getLogger("wattplane.operator")
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     settings = parse_settings(parser, OperatorSettings, FLAGS, argv)
     configure_logging(settings.log_level)
+    tune_gc()
     try:
         asyncio.run(
             kopf.operator(

@@ -9,11 +9,11 @@ values in the policy's status, so an operator restart loses nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from wattplane.planner.plan import Plan
-from wattplane.planner.snapshot import FleetSnapshot
+from wattplane.planner.snapshot import FleetSnapshot, GpuView
 
 _JOULES_PER_KWH = 3.6e6
 
@@ -32,15 +32,32 @@ class PolicyAccounting:
     def __init__(self) -> None:
         self._last_energy: dict[str, float] = {}
         self.totals: dict[str, Totals] = {}
+        #: Each node's GPUs as last charged: a node whose GpuNode did not change has nothing to charge.
+        self._charged: dict[str, tuple[object, ...]] = {}
 
     def seed(self, policy: str, energy_joules: float, carbon_grams: float) -> None:
         """Start ``policy`` from its persisted totals (ignored once the policy is being counted)."""
         self.totals.setdefault(policy, Totals(max(0.0, energy_joules), max(0.0, carbon_grams)))
 
     def update(self, plan: Plan, snapshot: FleetSnapshot, intensity: Mapping[str, float | None]) -> None:
-        """Charge each GPU's energy increase since the last round to the policy targeting it."""
-        policy_of = {t.uuid: t.policy for targets in plan.nodes.values() for t in targets if not t.dry_run}
-        for gpu in snapshot.gpus:
+        """Charge each GPU's energy increase since the last round to the policy targeting it.
+
+        Only nodes whose GPUs were reported anew are looked at (an unchanged report adds nothing).
+        """
+        by_node = snapshot.gpus_by_node
+        for node in [n for n in self._charged if n not in by_node]:
+            del self._charged[node]
+        for node, gpus in by_node.items():
+            if self._charged.get(node) is gpus:
+                continue
+            self._charged[node] = gpus
+            policy_of = {t.uuid: t.policy for t in plan.nodes.get(node, ()) if not t.dry_run}
+            self._charge(gpus, policy_of, intensity)
+
+    def _charge(
+        self, gpus: Iterable[GpuView], policy_of: Mapping[str, str], intensity: Mapping[str, float | None]
+    ) -> None:
+        for gpu in gpus:
             energy = gpu.energy_joules
             if energy is None:
                 continue

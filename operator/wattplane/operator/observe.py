@@ -74,10 +74,17 @@ class JobObserver:
         for profile in profiles:
             self.profiles.setdefault((profile.job, profile.gpu_model), profile)
 
-    def profiles_of(self, policy: str, plan: Plan) -> list[JobProfile]:
-        """The profiles of the jobs ``policy`` governs now, in a stable order, for its status."""
-        jobs = {j.id for j in plan.jobs.values() if j.policy == policy}
-        return [p for key, p in sorted(self.profiles.items()) if key[0] in jobs]
+    def profiles_by_policy(self, plan: Plan) -> dict[str, list[JobProfile]]:
+        """The profiles of the jobs each policy governs now, in a stable order, for its status.
+
+        One pass over the profiles for all policies (a pass per policy costs policies × profiles).
+        """
+        out: dict[str, list[JobProfile]] = {}
+        for key, profile in sorted(self.profiles.items()):
+            job = plan.jobs.get(key[0])
+            if job is not None:
+                out.setdefault(job.policy, []).append(profile)
+        return out
 
     async def close(self) -> None:
         """Close the HTTP session if the observer opened it."""
@@ -99,6 +106,8 @@ class JobObserver:
             if (p := policies.get(j.policy)) is not None
             and (p.spec.efficiency is not None or p.spec.stragglers is not None)
         ]
+        if not jobs and not self._last and not self.straggler_caps and not self._holds:
+            return  # nothing to observe, nothing to forget: skip the per-GPU maps below
         pods = sorted({k for j in jobs for k in j.pods})
         self._annotations = {k: snapshot.pods[k].annotations for k in pods if k in snapshot.pods}
         samples = dict(zip(pods, await asyncio.gather(*(self._read_progress(snapshot, k) for k in pods)), strict=True))

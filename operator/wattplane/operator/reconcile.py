@@ -174,6 +174,8 @@ class Reconciler:
         await self._write_plans(result, now)
         self.accounting.update(result, snapshot, {n: c.intensity for n, c in carbon.items()})
         self.accounting.forget(set(self.state.policies))
+        profiles = self.observer.profiles_by_policy(result)
+        accounts = _accounts_by_policy(result)
         for name, parsed in list(self.state.policies.items()):
             if parsed.view is not None and parsed.view.deleting:
                 continue
@@ -182,8 +184,8 @@ class Reconciler:
                 parsed,
                 result.policies.get(name),
                 now=now,
-                profiles=self.observer.profiles_of(name, result),
-                carbon_budgets=_accounts_of(name, result),
+                profiles=profiles.get(name, []),
+                carbon_budgets=accounts.get(name, []),
                 energy_joules=totals.energy_joules if totals is not None else None,
                 carbon_grams=totals.carbon_grams if totals is not None else None,
             ).to_wire()
@@ -326,8 +328,11 @@ class Reconciler:
             logger.warning("could not post event %s on %s: %s", reason, involved.get("name"), exc.reason)
 
 
-def _accounts_of(policy: str, result: Plan) -> list[JobCarbonBudget]:
-    """The slowdown accounts of the jobs ``policy`` governs in ``result``, for its status."""
-    return [
-        b for job, b in result.carbon_budgets.items() if (j := result.jobs.get(job)) is not None and j.policy == policy
-    ]
+def _accounts_by_policy(result: Plan) -> dict[str, list[JobCarbonBudget]]:
+    """The slowdown accounts of the jobs each policy governs in ``result``, for its status."""
+    out: dict[str, list[JobCarbonBudget]] = {}
+    for job, account in result.carbon_budgets.items():
+        view = result.jobs.get(job)
+        if view is not None:
+            out.setdefault(view.policy, []).append(account)
+    return out

@@ -81,6 +81,7 @@ class Selector:
         self._named = {p.name: 1 << i for i, p in enumerate(self.ranked)}
         self._by_namespace: dict[str, int] = {}
         self._by_labels: dict[tuple[tuple[str, str], ...], int] = {}
+        self._chosen: dict[int, Selection] = {}
 
     def choose(self, pod: PodView, intent: PodIntent, labels: tuple[tuple[str, str], ...]) -> Selection | None:
         """Like :func:`choose_policy`; ``labels`` is ``pod.labels`` as sorted items."""
@@ -91,8 +92,11 @@ class Selector:
             mask |= self._named.get(intent.policy, 0)
         if not mask:
             return None
-        chosen = [p for i, p in enumerate(self.ranked) if mask >> i & 1]
-        return Selection(winner=chosen[0], losers=tuple(chosen[1:]))
+        selection = self._chosen.get(mask)
+        if selection is None:
+            chosen = [p for i, p in enumerate(self.ranked) if mask >> i & 1]
+            selection = self._chosen[mask] = Selection(winner=chosen[0], losers=tuple(chosen[1:]))
+        return selection
 
     def _namespace_mask(self, namespace: str) -> int:
         mask = self._by_namespace.get(namespace)

@@ -396,3 +396,24 @@ def test_a_stale_cache_would_be_caught() -> None:
     snapshot, policies, context = world.inputs()
     planner._pods = snapshot.pods  # as if the planner had already seen this pod: it misses the change
     assert canonical(planner.plan(snapshot, policies, context)) != canonical(plan(snapshot, policies, context))
+
+
+def test_trusted_targets_equal_validated_ones() -> None:
+    """The planner's unvalidated targets are the objects pydantic would build, field for field."""
+    from wattplane.api.v1alpha1.gpunode import GpuTarget
+    from wattplane.planner.decide import trusted_target
+
+    values = {
+        "uuid": "GPU-1",
+        "power_limit_watts": 212.5,
+        "policy": "p",
+        "job": "ns/j",
+        "reason": "r",
+        "section": "carbon",
+    }
+    built = trusted_target(**values)
+    validated = GpuTarget.model_validate(values)
+    assert built == validated
+    assert built.model_fields_set == validated.model_fields_set
+    assert built.to_wire() == validated.to_wire()
+    assert not GpuTarget.__private_attributes__  # what trusted_target relies on
