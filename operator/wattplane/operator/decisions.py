@@ -7,6 +7,7 @@ touched to renew ``issuedAt`` before the agents' fail-safe TTL could fire.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from wattplane.api.v1alpha1.energypolicy import (
     EnergyPolicyStatus,
     JobCarbonBudget,
     JobProfile,
+    ServingEnergy,
     ShadowedPod,
 )
 from wattplane.api.v1alpha1.gpunode import BudgetPriority, GpuNodeSpec, GpuTarget
@@ -24,8 +26,10 @@ from wattplane.operator.views import PolicyParse
 from wattplane.planner.efficiency import parse_time
 from wattplane.planner.plan import PolicyReport
 
-#: A plan is renewed once a third of its TTL has passed, leaving two renewals' slack.
+#: A plan is renewed once a third of its TTL has passed (plus up to RENEW_SPREAD, by node), leaving
+#: at least half of the TTL as slack for failed renewals.
 RENEW_FRACTION = 1 / 3
+RENEW_SPREAD = 1 / 6
 #: Shadowed pods an event names (events stay short; status lists more, the count covers all).
 SHADOWED_IN_EVENT = 10
 
@@ -38,6 +42,7 @@ def node_spec_update(
     ttl_seconds: int,
     node_budget_watts: float | None = None,
     budget_priorities: Sequence[BudgetPriority] = (),
+    node: str = "",
 ) -> GpuNodeSpec | None:
     """The spec to write for a node, or ``None`` when the current one stands."""
     # To the 0.1 W, rounded down: the shares of a budget must not add up to more than the budget
@@ -58,17 +63,23 @@ def node_spec_update(
             budget_priorities=list(budget_priorities) or None,
             gpus=list(targets),
         )
-    if renewal_due(current, now, ttl_seconds):
+    if renewal_due(current, now, ttl_seconds, node=node):
         if not current.gpus and current.issued_at is None:
             return None  # nothing planned, nothing to keep alive
         return current.model_copy(update={"issued_at": now})
     return None
 
 
-def renewal_due(current: GpuNodeSpec, now: datetime, ttl_seconds: int) -> bool:
-    """Whether the plan in force must be renewed now, before the agents' fail-safe TTL could fire."""
-    renew_after = timedelta(seconds=ttl_seconds * RENEW_FRACTION)
-    return current.issued_at is None or now - current.issued_at >= renew_after
+def renewal_due(current: GpuNodeSpec, now: datetime, ttl_seconds: int, *, node: str = "") -> bool:
+    """Whether the plan in force must be renewed now, before the agents' fail-safe TTL could fire.
+
+    After a third of the TTL, plus up to a sixth more by the node's name: plans written in one round
+    (all of them, after a start or a policy edit) then come due over a spread of rounds instead of
+    all in one, which on a large fleet would be a wave of writes that every other change waits behind.
+    The latest renewal still leaves half the TTL of slack.
+    """
+    fraction = RENEW_FRACTION + RENEW_SPREAD * (zlib.crc32(node.encode()) / 2**32)
+    return current.issued_at is None or now - current.issued_at >= timedelta(seconds=ttl_seconds * fraction)
 
 
 def policy_status(
@@ -80,12 +91,14 @@ def policy_status(
     carbon_budgets: Sequence[JobCarbonBudget] = (),
     energy_joules: float | None = None,
     carbon_grams: float | None = None,
+    serving: ServingEnergy | None = None,
 ) -> EnergyPolicyStatus:
     """The status an EnergyPolicy should show after this round.
 
     ``profiles`` are the policy's Zeus profiles and ``carbon_budgets`` its jobs' slowdown accounts (kept
     in status so a restarted operator resumes them); ``energy_joules``/``carbon_grams`` its running
-    totals (``None``: keep what status has).
+    totals (``None``: keep what status has), and ``serving`` its inference pods' joules per output
+    token (``None``: keep what status has).
     """
     previous = EnergyPolicyStatus.model_validate(parsed.status or {})
     conditions = list(previous.conditions)
@@ -168,6 +181,7 @@ def policy_status(
         carbon_budgets=kept_accounts(carbon_budgets, previous.carbon_budgets, now)[:500],
         energy_joules=round(energy_joules if energy_joules is not None else previous.energy_joules, 1),
         carbon_grams=round(carbon_grams if carbon_grams is not None else previous.carbon_grams, 3),
+        serving=serving if serving is not None else previous.serving,
     )
 
 
@@ -237,7 +251,7 @@ def _account_material(account: object) -> object:
 
 
 #: Status fields that change with every measurement; written at most every ``status_refresh_s``.
-_MEASUREMENTS = frozenset({"measuredWatts", "energyJoules", "carbonGrams", "budget", "carbon"})
+_MEASUREMENTS = frozenset({"measuredWatts", "energyJoules", "carbonGrams", "budget", "carbon", "serving"})
 
 
 #: How long a job's slowdown account outlives the job's absence from the plan (a pod restarting, a

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from wattplane.api.v1alpha1 import energypolicy, gpunode
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus, JobCarbonBudget
+from wattplane.api.v1alpha1.gpunode import GpuNodeSpec
 from wattplane.operator.accounting import PolicyAccounting
 from wattplane.operator.decisions import (
     kept_accounts,
@@ -30,7 +31,7 @@ from wattplane.operator.decisions import (
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.settings import OperatorSettings
 from wattplane.operator.signals import CarbonSignals
-from wattplane.operator.state import FleetState
+from wattplane.operator.state import FleetState, NodeRecord
 from wattplane.planner.context import PlanContext
 from wattplane.planner.plan import Plan, Planner
 from wattplane.planner.snapshot import PodKey
@@ -198,10 +199,17 @@ class Reconciler:
         return result
 
     async def _write_plans(self, result: Plan, now: datetime) -> None:
-        """Write each node's plan where it differs from the spec in force, and renew the rest in time."""
+        """Write each node's plan where it differs from the spec in force, and renew the rest in time.
+
+        Up to ``write_concurrency`` PATCHes are in flight at once: one at a time, a round on a
+        thousand-node fleet spends tens of seconds waiting on the API server, and an edit waits with it.
+        Every write runs to its end even when another fails; the round then fails with the first error
+        (the next round retries what did not land).
+        """
         ttl = self.settings.plan_ttl_s
         for node in [n for n in self._in_sync if n not in self.state.nodes]:
             del self._in_sync[node]
+        writes = []
         for node, targets in result.nodes.items():
             record = self.state.nodes.get(node)
             if record is None:
@@ -209,15 +217,37 @@ class Reconciler:
             budget = result.node_budgets.get(node)
             priorities = result.budget_priorities.get(node, ())
             mark = (record.spec.plan_generation, record.spec.ttl_seconds, targets, budget, priorities)
-            if self._in_sync.get(node) == mark and not renewal_due(record.spec, now, ttl):
+            if self._in_sync.get(node) == mark and not renewal_due(record.spec, now, ttl, node=node):
                 continue  # the same plan objects as last round, and the spec in force came from them
             update = node_spec_update(
-                record.spec, targets, now=now, ttl_seconds=ttl, node_budget_watts=budget, budget_priorities=priorities
+                record.spec,
+                targets,
+                now=now,
+                ttl_seconds=ttl,
+                node_budget_watts=budget,
+                budget_priorities=priorities,
+                node=node,
             )
-            if update is not None:
-                await self._patch_node_spec(node, update.to_wire())
-                record.spec = update  # our own write; the watch event will confirm it
-            self._in_sync[node] = (record.spec.plan_generation, record.spec.ttl_seconds, targets, budget, priorities)
+            if update is None:
+                self._in_sync[node] = mark
+            else:
+                writes.append(self._write_plan(node, record, update, (targets, budget, priorities)))
+        if not writes:
+            return
+        gate = asyncio.Semaphore(self.settings.write_concurrency)
+
+        async def gated(write: Awaitable[None]) -> None:
+            async with gate:
+                await write
+
+        failures = [r for r in await asyncio.gather(*map(gated, writes), return_exceptions=True) if r is not None]
+        if failures:
+            raise failures[0]
+
+    async def _write_plan(self, node: str, record: NodeRecord, update: GpuNodeSpec, plan: tuple[object, ...]) -> None:
+        await self._patch_node_spec(node, update.to_wire())
+        record.spec = update  # our own write; the watch event will confirm it
+        self._in_sync[node] = (update.plan_generation, update.ttl_seconds, *plan)
 
     async def _patch_node_spec(self, node: str, spec: dict[str, Any]) -> None:
         # A merge patch keeps what it leaves out: a field that went away (the node budget of a node

@@ -29,6 +29,8 @@ class OperatorSettings(BaseSettings):
     """Plan at least this often even without events, seconds."""
     plan_ttl_s: int = Field(default=600, ge=10, le=86400)
     """Plans expire on the agents after this long without renewal (fail-safe), seconds."""
+    write_concurrency: int = Field(default=16, ge=1, le=256)
+    """GpuNode plan writes in flight at once (a large fleet's round otherwise waits on each PATCH in turn)."""
     status_refresh_s: float = Field(default=30.0, gt=0)
     """Measurement-only changes to EnergyPolicy status are written at most this often, seconds."""
     kubeconfig: str | None = None

@@ -71,6 +71,21 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class _Limit:
+    """A policy's limit for one kind of GPU: ``section`` is ``None`` when it proposes none."""
+
+    watts: float
+    section: PolicySection | None
+    reason: str
+    clamped: bool
+    #: The efficiency section has no profile to go by.
+    unprofiled: bool
+
+
+_UNKNOWN: Final = _Limit(0.0, None, "unknown", False, False)
+
+
+@dataclass(frozen=True)
 class _Proposal:
     watts: float
     section: PolicySection
@@ -157,6 +172,9 @@ class Decider:
         self.context = context
         self.carbon = carbon
         self.budgets = budgets
+        #: What a policy proposes for one kind of GPU and one set of job inputs: most GPUs of a
+        #: round share one with many others (the same model, policy and no profile of their own).
+        self._memo: dict[tuple[object, ...], _Limit | None] = {}
 
     def decide(
         self, gpu: GpuView, pods: Mapping[PodKey, PodState]
@@ -188,7 +206,51 @@ class Decider:
     def _decide(self, gpu: GpuView, key: PodKey, state: PodState, policy: PolicyView) -> tuple[Decision | None, bool]:
         spec = policy.spec
         intent = state.intent
-        job = state.job
+        profile = self.context.profiles.get((state.job, gpu.model))
+        budget = self.budgets.get(state.job) if budgeted(policy) else None
+        straggler = self.context.straggler_caps.get(key) if spec.stragglers is not None else None
+        # Everything the limit depends on; objects of the round (profile, budget) by identity.
+        inputs = (
+            policy.name,
+            gpu.model,
+            gpu.min_watts,
+            gpu.max_watts,
+            gpu.default_watts,
+            intent.min_power_watts,
+            id(profile) if profile is not None else None,
+            id(budget) if budget is not None else None,
+            straggler,
+        )
+        limit = self._memo.get(inputs, _UNKNOWN)
+        if limit is _UNKNOWN:
+            limit = self._memo[inputs] = self._limit(gpu, policy, intent, profile, budget, straggler)
+        if limit is None:
+            return None, False
+        if limit.section is None:
+            return None, limit.unprofiled
+        target = trusted_target(
+            uuid=gpu.uuid,
+            power_limit_watts=limit.watts,
+            locked_clocks_mhz=spec.limits.locked_sm_clock_mhz if spec.limits is not None else None,
+            policy=policy.name,
+            job=state.job,
+            priority=intent.priority,
+            reason=limit.reason,
+            section=limit.section,
+            dry_run=spec.dry_run,
+        )
+        return Decision(target, limit.clamped), limit.unprofiled
+
+    def _limit(
+        self,
+        gpu: GpuView,
+        policy: PolicyView,
+        intent: PodIntent,
+        profile: JobProfile | None,
+        budget: carbonbudget.BudgetDecision | None,
+        straggler: float | None,
+    ) -> _Limit | None:
+        spec = policy.spec
         proposals: list[_Proposal] = []
         profiling = False
         unprofiled = False
@@ -196,8 +258,6 @@ class Decider:
             cap = static_cap(spec.limits, gpu)
             if cap is not None:
                 proposals.append(_Proposal(cap.watts, "limits", cap.reason, cap.clamped))
-        profile = self.context.profiles.get((job, gpu.model))
-        budget = self.budgets.get(job) if budgeted(policy) else None
         if spec.efficiency is not None:
             watts, why = efficiency_limit(profile)
             if watts is None:
@@ -209,9 +269,9 @@ class Decider:
                 if profiling or budget is None:
                     proposals.append(_Proposal(watts, "efficiency", why))
         if not profiling:
-            proposals.extend(self._carbon_and_stragglers(gpu, key, policy, profile, budget))
+            proposals.extend(self._carbon_and_stragglers(gpu, policy, profile, budget, straggler))
         if not proposals:
-            return None, unprofiled
+            return _Limit(0.0, None, "", False, unprofiled) if unprofiled else None
         floor = floor_watts(gpu, policy, intent)
         chosen = min(proposals, key=lambda p: (p.watts, _PRECEDENCE.index(p.section)))
         watts, reason = chosen.watts, f"EnergyPolicy {policy.name}: {chosen.reason}"
@@ -219,26 +279,15 @@ class Decider:
             watts, reason = floor, f"{reason}, raised to the floor {floor:g} W"
         watts, clamped, reason = clamp(watts, reason, gpu)
         clamped = clamped or (chosen.clamped and watts == chosen.watts)
-        target = trusted_target(
-            uuid=gpu.uuid,
-            power_limit_watts=watts,
-            locked_clocks_mhz=spec.limits.locked_sm_clock_mhz if spec.limits is not None else None,
-            policy=policy.name,
-            job=job,
-            priority=intent.priority,
-            reason=reason,
-            section=chosen.section,
-            dry_run=spec.dry_run,
-        )
-        return Decision(target, clamped), unprofiled
+        return _Limit(watts, chosen.section, reason, clamped, unprofiled)
 
     def _carbon_and_stragglers(
         self,
         gpu: GpuView,
-        key: PodKey,
         policy: PolicyView,
         profile: JobProfile | None,
         budget: carbonbudget.BudgetDecision | None,
+        straggler: float | None,
     ) -> list[_Proposal]:
         out: list[_Proposal] = []
         spec = policy.spec
@@ -258,9 +307,10 @@ class Decider:
             weight = round(decision.weight * _WEIGHT_STEPS) / _WEIGHT_STEPS
             watts = carbon_limit(efficient, gpu.max_watts, weight)
             out.append(_Proposal(watts, "carbon", f"{decision.reason}; efficient = {basis} → {watts:.0f} W"))
-        cap = self.context.straggler_caps.get(key)
-        if spec.stragglers is not None and cap is not None:
-            out.append(_Proposal(cap, "stragglers", f"Perseus: waits for the job's slowest pod → {cap:g} W"))
+        if straggler is not None:
+            out.append(
+                _Proposal(straggler, "stragglers", f"Perseus: waits for the job's slowest pod → {straggler:g} W")
+            )
         return out
 
 
