@@ -446,6 +446,7 @@ async def _drive(run: Run) -> None:
             WATTPLANE_OPERATOR_RESYNC_INTERVAL_S=str(args.resync_s),
             WATTPLANE_OPERATOR_METRICS_HOST="127.0.0.1",
             WATTPLANE_OPERATOR_METRICS_PORT=str(port),
+            WATTPLANE_OPERATOR_WRITE_CONCURRENCY=str(args.write_concurrency),
         )
         started = time.monotonic()
         while metrics(run.metrics_url).get("wattplane_operator_rounds", 0) < 1:
@@ -609,6 +610,7 @@ def main() -> int:
     parser.add_argument("--pod-sync", type=float, default=1.0, help="swarm delay from a pod change to its status, s")
     parser.add_argument("--debounce-s", type=float, default=0.3, help="operator debounce")
     parser.add_argument("--resync-s", type=float, default=30.0, help="operator resync interval")
+    parser.add_argument("--write-concurrency", type=int, default=16, help="operator GpuNode writes in flight")
     parser.add_argument("--settle-s", type=float, default=20.0, help="after the churn, before the quiet window")
     parser.add_argument("--quiet-s", type=float, default=60.0, help="quiet window counted")
     parser.add_argument("--plan-timeout-s", type=float, default=600.0, help="wait for the initial pods' plans")

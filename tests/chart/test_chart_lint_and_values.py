@@ -37,8 +37,10 @@ def _lint(tools: Tools, values: dict[str, Any], tmp_path: Path) -> subprocess.Co
         {"agent": {"backend": "sim"}},
         ALL_ON,
         {**ALL_ON, "agent": {"backend": "sim"}, "admissionPolicy": {"enabled": False}},
+        {"agent": {"backend": "amd"}},
+        {**ALL_ON, "agent": {"backend": "auto", "amd": {"privileged": False}}},
     ],
-    ids=["defaults", "sim", "everything-on", "sim-everything-on-no-admission"],
+    ids=["defaults", "sim", "everything-on", "sim-everything-on-no-admission", "amd", "auto-unprivileged"],
 )
 def test_helm_lint_strict_passes(tools: Tools, values: dict[str, Any], tmp_path: Path) -> None:
     result = _lint(tools, values, tmp_path)
@@ -72,6 +74,7 @@ def test_schema_is_strict_at_every_object_level() -> None:
     [
         ({"agent": {"backnd": "sim"}}, "'backnd' not allowed"),
         ({"agent": {"backend": "cuda"}}, "/agent/backend"),
+        ({"agent": {"amd": {"privileged": "yes"}}}, "/agent/amd/privileged"),
         ({"agent": {"metricsPort": 70000}}, "/agent/metricsPort"),
         ({"agent": {"tickSeconds": 0}}, "/agent/tickSeconds"),
         ({"agent": {"journal": {"hostPath": "relative/dir"}}}, "/agent/journal/hostPath"),

@@ -39,6 +39,14 @@ def test_agent_cluster_role_is_exactly_what_its_code_calls(rendered: Render) -> 
         ("wattplane.io", "gpunodes/status", "patch"),
         ("", "nodes", "get"),
         ("", "pods", "list"),
+        ("", "nodes", "patch"),  # its cap-range labels (caplabels.py)
+        ("", "pods/status", "patch"),  # the readiness-gate condition (gate.py)
+    }
+    # Without the admission policies that narrow them to the agent's own node, the two writes are not granted.
+    unguarded = find(rendered({"admissionPolicy": {"enabled": False}}), "ClusterRole", "-agent")
+    assert {g for g in _grants(unguarded) if g[2] in WRITE_VERBS} == {
+        ("wattplane.io", "gpunodes", "create"),
+        ("wattplane.io", "gpunodes/status", "patch"),
     }
 
 
@@ -71,8 +79,22 @@ def test_no_role_uses_wildcards_or_touches_secrets_cluster_wide(rendered: Render
             assert "*" not in (group, resource, verb), role["metadata"]["name"]
             if role["kind"] == "ClusterRole":
                 assert resource != "secrets", role["metadata"]["name"]
-            if resource in ("pods", "nodes"):
-                assert verb not in WRITE_VERBS, (role["metadata"]["name"], resource, verb)
+            if resource.split("/")[0] in ("pods", "nodes") and verb in WRITE_VERBS:
+                # Only the agent writes there, and only where an admission policy holds it to its node.
+                assert role["metadata"]["name"].endswith("-agent"), (role["metadata"]["name"], resource, verb)
+                assert resource in _guarded_resources(objects), (resource, verb)
+
+
+def _guarded_resources(objects: list[dict[str, Any]]) -> set[str]:
+    """Resources some ValidatingAdmissionPolicy of the chart checks on every update."""
+    return {
+        resource
+        for policy in objects
+        if policy["kind"] == "ValidatingAdmissionPolicy"
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+        if "UPDATE" in rule["operations"]
+        for resource in rule["resources"]
+    }
 
 
 def test_carbon_secrets_are_readable_by_name_in_the_release_namespace_only(rendered: Render) -> None:
@@ -115,6 +137,20 @@ def test_admission_policy_matches_only_the_agent_account_and_every_gpunode_write
     binding = find(objects, "ValidatingAdmissionPolicyBinding", "-own-gpunode")
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert not [o for o in rendered({"admissionPolicy": {"enabled": False}}) if "Admission" in o["kind"]]
+
+
+def test_node_and_pod_status_policies_match_only_the_agent_account(rendered: Render) -> None:
+    objects = rendered(namespace="power", release="wp")
+    for suffix, resources in (("-own-node-labels", {"nodes", "nodes/status"}), ("-own-pods-status", {"pods/status"})):
+        policy = find(objects, "ValidatingAdmissionPolicy", suffix)
+        assert [c["expression"] for c in policy["spec"]["matchConditions"]] == [
+            "request.userInfo.username == 'system:serviceaccount:power:wp-wattplane-agent'"
+        ]
+        (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+        assert set(rule["resources"]) == resources and "UPDATE" in rule["operations"]
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        binding = find(objects, "ValidatingAdmissionPolicyBinding", suffix)
+        assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
 
 
 def test_user_roles_aggregate_and_never_write_gpunodes(rendered: Render) -> None:
@@ -188,6 +224,8 @@ def test_dashboard_shows_power_budget_caps_pod_energy_and_carbon_from_exported_m
         "wattplane_gpu_power_limit_watts",
         "wattplane_pod_gpu_energy_joules_total",
         "wattplane_grid_carbon_intensity_grams_per_kwh",
+        "wattplane_serving_gpu_energy_joules_total",
+        "wattplane_serving_output_tokens_total",
     }
     assert needed <= _referenced(exprs)
     assert _referenced(exprs) <= _exported_metric_names()

@@ -1,8 +1,8 @@
 """What the rendered workloads ask of the node and the cluster.
 
 The operator runs unprivileged, the agent gets exactly the privileges NVML writes need (none on the
-sim backend), and every environment variable the chart sets is a real, valid setting of the process
-it configures.
+sim backend; a privileged container where AMD SMI is used, unless switched off), and every
+environment variable the chart sets is a real, valid setting of the process it configures.
 """
 
 from __future__ import annotations
@@ -120,6 +120,57 @@ def test_sim_agent_with_a_device_plugin_reads_the_kubelets_pod_resources_without
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
 
 
+def test_amd_agent_is_privileged_with_the_amd_device_nodes_and_the_kubelet_socket(rendered: Render) -> None:
+    # Helm merges maps: the default NVIDIA label must be dropped (null), as values.yaml's example does.
+    selector = {"nvidia.com/gpu.present": None, "feature.node.kubernetes.io/amd-gpu": "true"}
+    values = {"agent": {"backend": "amd", "nodeSelector": selector}}
+    daemonset = find(rendered(values), "DaemonSet", "-agent")
+    pod = daemonset["spec"]["template"]["spec"]
+    container = _container(daemonset)
+    security = container["securityContext"]
+    # AMD SMI opens device nodes the device cgroup refuses to an unprivileged container, and writes
+    # caps through sysfs, read-only there. The API server refuses privileged with no escalation.
+    assert security["privileged"] is True
+    assert "allowPrivilegeEscalation" not in security and "capabilities" not in security
+    assert security["readOnlyRootFilesystem"] is True
+    mounts = _mounts(daemonset)
+    host = {path: (m["hostPath"]["path"], m["hostPath"].get("type")) for path, m in mounts.items() if "hostPath" in m}
+    assert host == {
+        "/var/lib/wattplane": ("/var/lib/wattplane", "DirectoryOrCreate"),
+        "/var/lib/kubelet/pod-resources": ("/var/lib/kubelet/pod-resources", "Directory"),
+        "/dev/kfd": ("/dev/kfd", "CharDevice"),
+        "/dev/dri": ("/dev/dri", "Directory"),
+    }
+    env = _env(container)
+    assert (env["WATTPLANE_AGENT_BACKEND"], env["WATTPLANE_AGENT_POD_MAPPER"]) == ("amd", "podresources")
+    assert not any(name.startswith(("NVIDIA_", "WATTPLANE_AGENT_SIM_")) for name in env)
+    assert pod["nodeSelector"] == {"feature.node.kubernetes.io/amd-gpu": "true"}
+
+
+def test_amd_agent_can_stay_unprivileged(rendered: Render) -> None:
+    values = {"agent": {"backend": "amd", "amd": {"privileged": False}}}
+    security = _container(find(rendered(values), "DaemonSet", "-agent"))["securityContext"]
+    assert security["privileged"] is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}  # SYS_ADMIN is NVML's need, not AMD SMI's
+
+
+def test_auto_agent_serves_both_vendors_without_strict_amd_mounts(rendered: Render) -> None:
+    values = {"agent": {"backend": "auto", "runtimeClassName": "nvidia"}}
+    daemonset = find(rendered(values), "DaemonSet", "-agent")
+    container = _container(daemonset)
+    assert container["securityContext"]["privileged"] is True
+    env = _env(container)
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert env["WATTPLANE_AGENT_POD_MAPPER"] == "podresources"
+    assert daemonset["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
+    # auto runs on NVIDIA-only nodes too, where a CharDevice mount of /dev/kfd would keep the pod from starting.
+    host = {m["hostPath"]["path"] for m in _mounts(daemonset).values() if "hostPath" in m}
+    assert host == {"/var/lib/wattplane", "/var/lib/kubelet/pod-resources"}
+    unprivileged = _container(find(rendered({"agent": {"backend": "auto", "amd": {"privileged": False}}}), "DaemonSet"))
+    assert unprivileged["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+
+
 def test_node_name_comes_from_the_downward_api(rendered: Render) -> None:
     env = _env(_container(find(rendered(), "DaemonSet", "-agent")))
     assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
@@ -136,7 +187,7 @@ def test_restore_on_uninstall_switches_the_agents_sigterm_restore(
     )
 
 
-@pytest.mark.parametrize("backend", ["nvml", "sim"])
+@pytest.mark.parametrize("backend", ["nvml", "amd", "auto", "sim"])
 def test_every_agent_variable_is_a_valid_agent_setting(
     rendered: Render, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

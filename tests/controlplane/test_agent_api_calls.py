@@ -11,6 +11,8 @@ stands; the cluster is changed as an admin would, with kubernetes_asyncio.
   version of the collection; the bookmark carries the resume point past them without being
   delivered as a change, and the next watch resumes there: it replays nothing and sees the next
   change of this node's GpuNode as ``MODIFIED``.
+* The readiness-gate write sets one pod condition by type, leaving the others, and carries the pod's
+  uid as a precondition: a pod recreated under the same name is not written (422, uid immutable).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from controlplane import ControlPlane
 from kubeapi import GROUP, VERSION, connect, create_namespace, create_node, create_pod
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from wattplane.agent.kube import NodeObjects, load_config, make_client
+from wattplane.agent.kube import ApiError, NodeObjects, load_config, make_client
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(120)]
 
@@ -132,3 +134,30 @@ async def test_bookmarks_advance_the_watch_without_being_changes(
 async def _drain(objects: NodeObjects) -> list[dict[str, Any]]:
     """Every event of one watch (it ends after ``WATCH_S`` on the server)."""
     return [event async for event in objects.watch_gpunode()]
+
+
+async def test_a_pod_condition_is_set_by_type_and_only_on_the_same_pod(
+    admin: client.ApiClient, agent_objects: dict[str, NodeObjects]
+) -> None:
+    """The readiness-gate write: one condition merged by type; the pod's uid is a precondition."""
+    objects = agent_objects[_names("n1")[0]]
+    namespace = f"{PREFIX}-cond"
+    try:
+        await create_node(admin, objects.node_name, gpus=4)
+    except ApiException as exc:  # made by another test already
+        assert exc.status == 409
+    await create_namespace(admin, namespace)
+    pod = await create_pod(admin, namespace, "gated", node=objects.node_name, gpus=1)
+    other = {"type": "example.com/warm", "status": "True"}
+    await client.CoreV1Api(admin).patch_namespaced_pod_status("gated", namespace, {"status": {"conditions": [other]}})
+    ours = {"type": "wattplane.io/power-verified", "status": "False", "reason": "NoTarget", "message": "m"}
+
+    await objects.patch_pod_condition(namespace, "gated", pod["metadata"]["uid"], ours)
+    read = admin.sanitize_for_serialization(await client.CoreV1Api(admin).read_namespaced_pod("gated", namespace))
+    by_type = {c["type"]: c for c in read["status"]["conditions"]}
+    assert by_type["wattplane.io/power-verified"]["reason"] == "NoTarget"
+    assert by_type["example.com/warm"]["status"] == "True", "the other condition is left alone"
+
+    with pytest.raises(ApiError) as refused:  # a pod of the same name but another uid is another pod
+        await objects.patch_pod_condition(namespace, "gated", "00000000-0000-0000-0000-000000000000", ours)
+    assert refused.value.status == 422 and "metadata.uid" in refused.value.message, refused.value

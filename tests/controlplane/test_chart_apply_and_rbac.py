@@ -237,6 +237,21 @@ def test_the_sim_variant_with_every_core_object_passes_server_side_validation(
     assert "configmap/wpchart-sim-wattplane-dashboard serverside-applied (server dry run)" in dry.stdout
 
 
+@pytest.mark.parametrize(
+    "amd",
+    [{"backend": "amd"}, {"backend": "auto"}, {"backend": "amd", "amd": {"privileged": False}}],
+    ids=["amd", "auto", "amd-unprivileged"],
+)
+def test_the_amd_variants_pass_server_side_validation(
+    release: Release, control_plane: ControlPlane, amd: dict[str, Any]
+) -> None:
+    """A privileged container must not also forbid privilege escalation: the API server refuses that pair."""
+    manifest = template(release.tools, "wpchart-amd", NAMESPACE, {"agent": amd})
+    dry = kubectl(release.tools, control_plane, "apply", *SERVER_SIDE, "--dry-run=server", "-f", "-", stdin=manifest)
+    assert dry.returncode == 0, dry.stderr
+    assert "daemonset.apps/wpchart-amd-wattplane-agent serverside-applied (server dry run)" in dry.stdout
+
+
 def test_a_stray_field_in_a_rendered_object_is_refused(release: Release, control_plane: ControlPlane) -> None:
     deployment = find(release.objects, "Deployment", "-operator")
     broken = json.loads(json.dumps(deployment))
@@ -283,6 +298,8 @@ AGENT_MAY = [
     ("patch", "gpunodes", W, "status", "", NODE_A),
     ("get", "nodes", "", "", "", NODE_A),
     ("list", "pods", "", "", "", ""),
+    ("patch", "nodes", "", "", "", NODE_A),  # its cap-range labels; the admission policy narrows it
+    ("patch", "pods", "", "status", WORKLOADS, "train"),  # the readiness-gate condition; likewise
 ]
 AGENT_MAY_NOT = [
     ("get", "secrets", "", "", NAMESPACE, CARBON_SECRET),
@@ -296,7 +313,10 @@ AGENT_MAY_NOT = [
     ("delete", "gpunodes", W, "", "", NODE_A),
     ("list", "gpunodes", W, "", "", ""),
     ("patch", "energypolicies", W, "", "", ""),
-    ("patch", "nodes", "", "", "", NODE_A),
+    ("patch", "nodes", "", "status", "", NODE_A),
+    ("update", "nodes", "", "", "", NODE_A),
+    ("delete", "nodes", "", "", "", NODE_A),
+    ("update", "pods", "", "status", WORKLOADS, "train"),
     ("create", "events", "", "", WORKLOADS, ""),
 ]
 OPERATOR_MAY = [
@@ -446,6 +466,77 @@ def test_impersonating_the_agent_without_a_node_is_refused_by_the_policy(release
     assert on_b.call("PATCH", f"{GN}/{NODE_A}/status", {"status": {"backend": "sim"}}, MERGE)[0] == 403
 
 
+STRATEGIC = "application/strategic-merge-patch+json"
+GATE = "wattplane.io/power-verified"
+
+
+def test_agent_token_may_change_only_its_own_labels_on_its_own_node(release: Release, nodes: list[str]) -> None:
+    admin = release.api
+    agent_a = Api(admin.cp, token=_node_bound_token(admin, AGENT_SA, NODE_A))
+    ours = "power.wattplane.io/a40.max-watts"
+
+    def labels(patch: dict[str, str | None], node: str = NODE_A) -> tuple[int, Any]:
+        return agent_a.call("PATCH", f"/api/v1/nodes/{node}", {"metadata": {"labels": patch}}, MERGE)
+
+    status, answer = labels({ours: "300"})
+    assert status == 200, json.dumps(answer)
+    assert admin.ok("GET", f"/api/v1/nodes/{NODE_A}")["metadata"]["labels"][ours] == "300"
+    status, refused = labels({ours: "300"}, NODE_B)
+    assert status == 403 and f"may change only the labels of Node {NODE_A}" in refused["message"], refused
+    status, refused = labels({"team": "ml"})
+    assert status == 403 and "only power.wattplane.io/* labels" in refused["message"], refused
+    status, refused = labels({"wattplane.io/chart-test": None})  # removing someone else's label
+    assert status == 403 and "only power.wattplane.io/* labels" in refused["message"], refused
+    for other in ({"spec": {"unschedulable": True}}, {"metadata": {"annotations": {"x": "y"}}}):
+        status, refused = agent_a.call("PATCH", f"/api/v1/nodes/{NODE_A}", other, MERGE)
+        assert status == 403 and "may change only labels of its Node" in refused["message"], (other, refused)
+    status, refused = agent_a.call("PATCH", f"/api/v1/nodes/{NODE_A}/status", {"status": {}}, MERGE)
+    assert status == 403 and "cannot patch resource" in refused["message"], refused  # RBAC
+    assert labels({ours: None})[0] == 200
+    assert ours not in admin.ok("GET", f"/api/v1/nodes/{NODE_A}")["metadata"]["labels"]
+    # Anyone else is untouched by the policy.
+    assert admin.call("PATCH", f"/api/v1/nodes/{NODE_A}", {"metadata": {"labels": {"team": "ml"}}}, MERGE)[0] == 200
+
+
+def test_agent_token_may_set_only_its_condition_on_pods_of_its_node(release: Release, nodes: list[str]) -> None:
+    admin = release.api
+    agent_a = Api(admin.cp, token=_node_bound_token(admin, AGENT_SA, NODE_A))
+    for name, node in (("gated-a", NODE_A), ("gated-b", NODE_B)):
+        pod = {
+            "metadata": {"name": name, "labels": {"app": "gated"}},
+            "spec": {
+                "nodeName": node,
+                "readinessGates": [{"conditionType": GATE}],
+                "containers": [{"name": "main", "image": "example.com/serve:1"}],
+            },
+        }
+        admin.ok("POST", f"/api/v1/namespaces/{WORKLOADS}/pods", pod)
+    path = f"/api/v1/namespaces/{WORKLOADS}/pods/{{}}/status"
+    # Someone else's condition on the pod, which the agent's write must leave alone.
+    other = {"type": "example.com/warm", "status": "True"}
+    admin.ok("PATCH", path.format("gated-a"), {"status": {"conditions": [other]}}, STRATEGIC)
+    ours = {"status": {"conditions": [{"type": GATE, "status": "True", "reason": "Verified", "message": "m"}]}}
+
+    patched = agent_a.ok("PATCH", path.format("gated-a"), ours, STRATEGIC)
+    by_type = {c["type"]: c for c in patched["status"]["conditions"]}
+    assert by_type[GATE]["status"] == "True" and by_type["example.com/warm"]["status"] == "True", by_type
+    status, refused = agent_a.call("PATCH", path.format("gated-b"), ours, STRATEGIC)
+    assert status == 403 and f"only of pods bound to {NODE_A}, not of pod gated-b on {NODE_B}" in refused["message"]
+    for forbidden in (
+        {"status": {"conditions": [{"type": "example.com/warm", "status": "False"}]}},
+        {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Stolen"}]}},
+    ):
+        status, refused = agent_a.call("PATCH", path.format("gated-a"), forbidden, STRATEGIC)
+        assert status == 403 and "only the pod condition wattplane.io/power-verified" in refused["message"], refused
+    for forbidden in ({"status": {"phase": "Failed"}}, {"metadata": {"labels": {"app": "stolen"}}}):
+        status, refused = agent_a.call("PATCH", path.format("gated-a"), forbidden, STRATEGIC)
+        assert status == 403 and "nothing else of a pod" in refused["message"], (forbidden, refused)
+    status, refused = agent_a.call("PATCH", f"/api/v1/namespaces/{WORKLOADS}/pods/gated-a", {"spec": {}}, STRATEGIC)
+    assert status == 403 and "cannot patch resource" in refused["message"], refused  # RBAC: status only
+    for name in ("gated-a", "gated-b"):
+        admin.call("DELETE", f"/api/v1/namespaces/{WORKLOADS}/pods/{name}?gracePeriodSeconds=0")
+
+
 def test_other_clients_are_untouched_by_the_agent_policy(release: Release, nodes: list[str]) -> None:
     admin = release.api
     assert admin.call("PATCH", f"{GN}/{NODE_B}/status", {"status": {"backend": "sim"}}, MERGE)[0] == 200
@@ -517,6 +608,7 @@ def test_operator_and_agent_do_their_job_under_the_chart_accounts(
             "metadata": {"name": "train", "labels": {"app": "train"}},
             "spec": {
                 "nodeName": NODE_A,
+                "readinessGates": [{"conditionType": GATE}],
                 "containers": [
                     {"name": "main", "image": "example.com/train:1", "resources": {"limits": {"nvidia.com/gpu": "2"}}}
                 ],
@@ -543,6 +635,22 @@ def test_operator_and_agent_do_their_job_under_the_chart_accounts(
             return mine if ok else None
 
         wait_for(capped, within_s=60, what="the policy's cap applied by the agent", context=logs)
+
+        # Under the chart's RBAC and admission policies: the gated pod's condition, the node's labels.
+        def verified() -> bool:
+            pod = admin.ok("GET", f"/api/v1/namespaces/{WORKLOADS}/pods/train")
+            conditions = {c["type"]: c for c in pod["status"].get("conditions", [])}
+            # kwok (the simulated kubelet) sets every readiness-gate condition True, bare, once when it
+            # starts a pod; the agent's own verdict carries its reason and message.
+            gate = conditions.get(GATE, {})
+            return (
+                gate.get("status") == "True" and gate.get("reason") == "Verified" and "GPU" in gate.get("message", "")
+            )
+
+        wait_for(verified, within_s=20, what=f"{GATE}=True on the gated pod", context=logs)
+        node_labels = admin.ok("GET", f"/api/v1/nodes/{NODE_A}")["metadata"]["labels"]
+        assert node_labels["power.wattplane.io/a40.max-watts"] == "300", node_labels
+        assert node_labels["wattplane.io/chart-test"] == "true"
         ready = wait_for(
             lambda: [
                 c

@@ -11,9 +11,12 @@ One story, in the order a cluster admin lives it (the kind end-to-end script tel
 3. A workload pod requests one ``nvidia.com/gpu`` from the simulated device plugin, which
    advertises only simulated GPUs 2 and 3: the agent's own mapper would have picked GPU 0, so
    seeing the pod on GPU 2 or 3 in GpuNode status proves the attribution came from the kubelet.
+   The pod has the ``wattplane.io/power-verified`` readiness gate: its container runs, but the
+   kubelet keeps it not Ready while the agent says ``NoTarget``.
 4. An EnergyPolicy caps that pod's GPUs at 60 % of the default; the time from creating the policy
-   to the cap applied in GpuNode status is measured; the agent exports the cap in /metrics (read
-   through the API server's pod proxy, so over the pod network).
+   to the cap applied in GpuNode status, and to the gated pod turning Ready, is measured; the agent
+   exports the cap in /metrics (read through the API server's pod proxy, so over the pod network),
+   and its Node carries the GPUs' power-limit range as labels (``kubectl get nodes -L``).
 5. ``helm uninstall``: the agent restores the GPU on SIGTERM; the simulated device state file on
    the node (the agent's hostPath journal) shows every GPU back at its default.
 
@@ -213,13 +216,18 @@ def test_chart_runs_attributes_caps_and_restores_on_a_real_node(real_node: realn
     cli.ok("kubectl", "create", "namespace", WORKLOADS)
     cli.ok("kubectl", "label", "namespace", WORKLOADS, "wattplane.io/realnode=true")
     cli.ok("kubectl", "apply", "-f", "-", stdin=json.dumps(_workload_pod()))
-    cli.ok("kubectl", "wait", "-n", WORKLOADS, "--for=condition=Ready", "pod/train", "--timeout=120s", timeout=150)
+    # Its container runs, but the kubelet holds it not Ready: its readiness gate waits for the cap.
+    wait = ("kubectl", "wait", "-n", WORKLOADS, "pod/train")
+    cli.ok(*wait, "--for=condition=ContainersReady", "--timeout=120s", timeout=150)
 
     def attributed() -> dict[str, Any] | None:
         held = [g for g in _gpus(cli) if any(p.get("namespace") == WORKLOADS for p in g.get("pods", []))]
         return held[0] if len(held) == 1 else None
 
     gpu = _until("the pod's GPU attributed in GpuNode status", attributed, 90, node)
+    _until("the gate's condition False/NoTarget", lambda: _gate(cli).get("reason") == "NoTarget", 30, node)
+    ready = next(c for c in cli.json("pod", "train", "-n", WORKLOADS)["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False", f"the kubelet made a gated pod Ready before its cap: {ready}"
     assert gpu["uuid"] in advertised, f"{gpu['uuid']} is not a device the plugin advertised: not from PodResources"
     report["attributed_gpu"] = {"uuid": gpu["uuid"], "index": uuids.index(gpu["uuid"]), "pods": gpu["pods"]}
 
@@ -239,6 +247,16 @@ def test_chart_runs_attributes_caps_and_restores_on_a_real_node(real_node: realn
 
     _until("the cap applied in GpuNode status", capped, 120, node)
     report["timings_s"]["policy created -> cap applied (GpuNode status)"] = round(time.monotonic() - created, 2)
+    cli.ok(*wait, "--for=condition=Ready", "--timeout=60s", timeout=90)
+    report["timings_s"]["policy created -> gated pod Ready"] = round(time.monotonic() - created, 2)
+    verified = _gate(cli)
+    assert (verified["status"], verified["reason"]) == ("True", "Verified"), verified
+    assert f"at {capped_watts:g} W" in verified["message"], verified
+    report["power_verified"] = verified
+    labels = cli.ok(
+        "kubectl", "get", "nodes", "-L", "power.wattplane.io/a40.min-watts,power.wattplane.io/a40.max-watts"
+    )
+    assert labels.splitlines()[1].split()[-2:] == ["100", "300"], labels
 
     agent_pod = pods["agent"]["metadata"]["name"]
     metrics = cli.ok("kubectl", "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{agent_pod}:9402/proxy/metrics")
@@ -270,6 +288,13 @@ def test_chart_runs_attributes_caps_and_restores_on_a_real_node(real_node: realn
     print(json.dumps(report, indent=2))
 
 
+def _gate(cli: Cli) -> dict[str, Any]:
+    """The pod's ``wattplane.io/power-verified`` condition, read the way the user guide shows."""
+    path = '{.status.conditions[?(@.type=="wattplane.io/power-verified")]}'
+    shown = cli.ok("kubectl", "get", "pod", "train", "-n", WORKLOADS, "-o", f"jsonpath={path}")
+    return dict(json.loads(shown)) if shown.strip() else {}
+
+
 def _workload_pod() -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -285,6 +310,7 @@ def _workload_pod() -> dict[str, Any]:
         },
         "spec": {
             "terminationGracePeriodSeconds": 1,
+            "readinessGates": [{"conditionType": "wattplane.io/power-verified"}],
             "containers": [
                 {
                     "name": "main",

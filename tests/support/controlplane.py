@@ -244,6 +244,9 @@ def start_control_plane(
             "--authorization-mode=Node,RBAC",
             "--service-cluster-ip-range=10.96.0.0/12",
             "--endpoint-reconciler-type=none",
+            # As kubeadm, kind and managed clusters run it (the flag's own default is false): the
+            # chart's agent is a privileged container on the amd and auto backends.
+            "--allow-privileged=true",
             *([] if service_accounts else ["--disable-admission-plugins=ServiceAccount"]),
             *apiserver_args,
         ],

@@ -8,12 +8,15 @@ import errno
 import logging
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from wattplane.agent import server
 from wattplane.agent.attribution import podresources_source
+from wattplane.agent.caplabels import CapLabelPublisher
 from wattplane.agent.engine import NodeEngine
+from wattplane.agent.gate import PowerGate
 from wattplane.agent.gpu.base import GpuBackend
 from wattplane.agent.journal import Journal
 from wattplane.agent.kube import ConfigError, NodeObjects, load_config, make_client
@@ -87,10 +90,21 @@ async def _serve(settings: AgentSettings, api: AsyncClient, backend: GpuBackend)
                 settings.podresources_socket,
             )
         mig_parents = getattr(backend, "mig_parent_uuids", dict)
+        # AMD's device plugin names boards by PCI address; the AMD backend maps those to its UUIDs.
+        aliases = getattr(backend, "device_id_aliases", dict)
         uuids = [d.identity.uuid for d in backend.devices()]
         # The node's pod list gives the pods their uids (PodResources names them only).
-        source = podresources_source(settings.podresources_socket, uuids, mig_parents, node_pods=objects.list_pods)
-    loop = AgentLoop(settings, engine, objects, assignment_source=source)
+        source = podresources_source(
+            settings.podresources_socket, uuids, mig_parents, device_aliases=aliases, node_pods=objects.list_pods
+        )
+    loop = AgentLoop(
+        settings,
+        engine,
+        objects,
+        assignment_source=source,
+        cap_labels=CapLabelPublisher(objects.get_node_labels, objects.patch_node_labels),
+        power_gate=PowerGate(objects, list_every_s=settings.pod_sync_interval_s, clock=time.monotonic),
+    )
     registry = CollectorRegistry()
     registry.register(AgentCollector(settings.node_name, loop.snapshot))
     try:

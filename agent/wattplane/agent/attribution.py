@@ -1,7 +1,8 @@
 """Where the agent learns which pod holds which GPU.
 
 On GPU nodes the kubelet's PodResources API is the authority (device IDs are NVML UUIDs, possibly
-with a ``::N`` time-slicing suffix or MIG UUIDs, which are attributed to their board). On fake
+with a ``::N`` time-slicing suffix or MIG UUIDs, which are attributed to their board, or the PCI
+addresses AMD's device plugin uses, which the backend's alias map turns into UUIDs). On fake
 nodes the simulated mapper in :mod:`podmap` stands in for the device plugin.
 
 PodResources names pods by namespace and name only, but a pod deleted and created again under the
@@ -79,18 +80,20 @@ def podresources_source(
     gpu_uuids: Sequence[str],
     mig_parents: Callable[[], Mapping[str, str]] = dict,
     *,
+    device_aliases: Callable[[], Mapping[str, str]] = dict,
     node_pods: NodePods | None = None,
     uid_timeout_s: float = UID_LOOKUP_TIMEOUT_S,
 ) -> AssignmentSource:
     """An assignment source backed by the kubelet PodResources ``List`` call.
 
     ``node_pods`` lists the pods bound to this node, for their uids; without it, pods carry no uid.
+    ``device_aliases`` gives the backend's other names of its boards (AMD PCI addresses → UUIDs).
     """
     uids = PodUids(node_pods, timeout_s=uid_timeout_s) if node_pods is not None else None
 
     async def assignment() -> dict[str, list[PodRef]]:
         allocations = await list_gpu_allocations(socket_path)
-        mapped = map_gpus_to_pods(allocations, gpu_uuids, mig_parents=mig_parents())
+        mapped = map_gpus_to_pods(allocations, gpu_uuids, mig_parents=mig_parents(), device_aliases=device_aliases())
         for device in mapped.unmapped:
             logger.warning("device %s not attributed: %s", device.allocation.device_id, device.reason)
         held = {(p.namespace, p.pod) for pods in mapped.pods_by_gpu.values() for p in pods}

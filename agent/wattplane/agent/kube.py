@@ -10,7 +10,14 @@ mirrors verb for verb:
 * ``POST   /apis/wattplane.io/v1alpha1/gpunodes``: create the GpuNode when missing;
 * ``PATCH  /apis/wattplane.io/v1alpha1/gpunodes/{node}/status``: the telemetry summary (merge patch);
 * ``GET    /apis/wattplane.io/v1alpha1/gpunodes?watch=true&fieldSelector=metadata.name={node}``: new plans;
-* ``GET    /api/v1/pods?fieldSelector=spec.nodeName={node}``: the pods bound here (simulated attribution).
+* ``GET    /api/v1/pods?fieldSelector=spec.nodeName={node}``: the pods bound here (attribution, readiness gate);
+* ``PATCH  /api/v1/nodes/{node}``: its own ``power.wattplane.io/*`` labels, the GPUs' power-limit ranges
+  (merge patch of ``metadata.labels`` only, see :mod:`wattplane.agent.caplabels`);
+* ``PATCH  /api/v1/namespaces/{ns}/pods/{pod}/status``: the ``wattplane.io/power-verified`` condition of
+  a pod on this node that asked for it by readiness gate (strategic merge, see :mod:`wattplane.agent.gate`).
+
+The chart's admission policy holds the agent to exactly that: its own Node, its own label prefix, pods
+bound to its node, one condition type.
 
 The client is lightkube: it finds the cluster (kubeconfig, or in a pod the mounted CA and
 service-account token, re-read when the server answers 401 as the kubelet rotates it), speaks TLS
@@ -29,7 +36,8 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,14 +185,24 @@ def make_client(cluster: Cluster) -> AsyncClient:
         raise ConfigError(f"{cluster.source}: cannot set up TLS: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class PodList:
+    """The pods bound to this node, and when (monotonic seconds) the request for them was sent."""
+
+    started: float
+    pods: list[dict[str, Any]]
+
+
 class NodeObjects:
-    """GET/CREATE/PATCH of this node's GpuNode, a watch on it, and a list of the pods bound to this node."""
+    """This node's GpuNode (GET/CREATE/PATCH status, watch), its Node's labels and its pods (list, status)."""
 
     def __init__(self, api: AsyncClient, node_name: str, *, watch_timeout_s: int = 300) -> None:
         self.node_name = node_name
         self.watch_timeout_s = watch_timeout_s
         #: Where the next watch starts (``None``: from now, with the current object sent as ``ADDED``).
         self.resource_version: str | None = None
+        #: The last pod list that worked: attribution and the readiness gate share it (one LIST, two users).
+        self.last_pod_list: PodList | None = None
         self._api = api
 
     async def ensure_gpunode(self) -> dict[str, Any]:
@@ -271,10 +289,38 @@ class NodeObjects:
             )
 
     async def list_pods(self) -> list[dict[str, Any]]:
-        """Pods bound to this node, as plain dicts."""
+        """Pods bound to this node, as plain dicts (kept in :attr:`last_pod_list` too)."""
+        started = time.monotonic()
         async with _request(f"LIST pods on {self.node_name}"):
             pods = self._api.list(Pod, namespace="*", fields={"spec.nodeName": self.node_name})
-            return [pod.to_dict() async for pod in pods]
+            listed = [pod.to_dict() async for pod in pods]
+        self.last_pod_list = PodList(started, listed)
+        return listed
+
+    async def get_node_labels(self) -> dict[str, str]:
+        """The labels of this node's Node object."""
+        async with _request(f"GET node {self.node_name}"):
+            node = await self._api.get(Node, self.node_name)
+        return dict((node.metadata.labels if node.metadata else None) or {})
+
+    async def patch_node_labels(self, changes: Mapping[str, str | None]) -> None:
+        """Merge-patch labels of this node's Node: a value sets a label, ``None`` removes it; others stay."""
+        async with _request(f"PATCH node {self.node_name} labels"):
+            await self._api.patch(
+                Node, self.node_name, {"metadata": {"labels": dict(changes)}}, patch_type=PatchType.MERGE
+            )
+
+    async def patch_pod_condition(self, namespace: str, name: str, uid: str, condition: Mapping[str, Any]) -> None:
+        """Set one condition of a pod's status, by type, leaving the pod's other conditions alone.
+
+        A strategic merge patch: ``status.conditions`` merges on ``type``, so only the entry of
+        ``condition["type"]`` is added or replaced. The pod's ``uid`` rides along as a precondition: a pod
+        deleted and created again under the same name is another pod, and the server refuses the write
+        (422, ``metadata.uid`` is immutable) instead of putting one pod's verdict on the other.
+        """
+        body = {"metadata": {"uid": uid}, "status": {"conditions": [dict(condition)]}}
+        async with _request(f"PATCH pod {namespace}/{name} status"):
+            await self._api.patch(Pod.Status, name, body, namespace=namespace, patch_type=PatchType.STRATEGIC)
 
 
 def parse_event(line: str | bytes) -> tuple[str, dict[str, Any]]:

@@ -10,6 +10,11 @@ Three concurrent activities, one writer per GPU:
 * **status** is written every ``status_interval_s``, or at once when something material changed
   (plan generation, GPU states, pod attribution, conditions).
 
+After each reconcile, two optional publishers run beside the loop the same way (at most one write of
+each in flight, never waited for): the GPUs' power-limit ranges as labels on the Node
+(:mod:`wattplane.agent.caplabels`) and the ``wattplane.io/power-verified`` condition of pods that asked
+for it by readiness gate (:mod:`wattplane.agent.gate`).
+
 A tick that raises is logged, counted and reported, and the loop goes on: power control must not
 die of one bad sample. Nothing here waits on the API server except status writes and the watch.
 """
@@ -20,13 +25,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from wattplane.agent import caplabels
 from wattplane.agent.budget import BudgetParams
 from wattplane.agent.engine import NodeEngine, PodAssignment, plan_expired
+from wattplane.agent.gate import PowerGate, gpu_facts
 from wattplane.agent.gpu.simulated import SimulatedGpu
 from wattplane.agent.kube import NodeObjects, NotFound
 from wattplane.agent.podmap import SimulatedPodMapper, gpu_requests_of
@@ -66,6 +73,8 @@ class AgentLoop:
         *,
         assignment_source: AssignmentSource | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cap_labels: caplabels.CapLabelPublisher | None = None,
+        power_gate: PowerGate | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -93,6 +102,9 @@ class AgentLoop:
         self._attribution_failures = 0
         self._attribution_logged: tuple[str, float] | None = None
         self._tick_problem: str | None = None
+        self.cap_labels = cap_labels
+        self.power_gate = power_gate
+        self._side_tasks: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then restore (if configured) and write a final status."""
@@ -114,7 +126,7 @@ class AgentLoop:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            for task in (self._status_task, self._assignment_task):
+            for task in (self._status_task, self._assignment_task, *self._side_tasks.values()):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -188,10 +200,36 @@ class AgentLoop:
             node_budget_watts=self.spec.node_budget_watts,
             budget_priorities={p.uuid: p.priority for p in self.spec.budget_priorities or ()},
         )
+        publications = self._publications(loop_time, expired=expired)
         if background_status:
+            for name, job in publications:
+                if name not in self._side_tasks or self._side_tasks[name].done():
+                    self._side_tasks[name] = asyncio.create_task(job(), name=name)
             self._report()
         else:
-            await self._write_status()
+            await self._write_status()  # the status first: readiness and the operator wait on it
+            for _, job in publications:
+                await job()
+
+    def _publications(
+        self, loop_time: float, *, expired: bool
+    ) -> list[tuple[str, Callable[[], Coroutine[None, None, None]]]]:
+        """This tick's node-label and readiness-gate writes, as jobs (their inputs copied now)."""
+        jobs: list[tuple[str, Callable[[], Coroutine[None, None, None]]]] = []
+        devices = self.engine.devices
+        labels = self.cap_labels
+        known = self.engine.constraints
+        # Only a full picture is published: a GPU that has never answered would drop its model's labels.
+        if labels is not None and all(d.identity.uuid in known for d in devices):
+            desired = caplabels.cap_labels((d.identity.model, known[d.identity.uuid]) for d in devices)
+            if labels.due(desired, loop_time):
+                jobs.append(("cap-labels", lambda: labels.sync(desired, loop_time)))
+        gate = self.power_gate
+        if gate is not None:
+            facts = gpu_facts(devices, self.engine.outcomes, self.engine.readings)
+            assignment = dict(self._assignment)
+            jobs.append(("power-gate", lambda: gate.sync(facts, assignment, expired=expired)))
+        return jobs
 
     async def _sync_assignment(self, loop_time: float) -> None:
         try:

@@ -205,6 +205,7 @@ def _gpu_status(
         index=ident.index,
         uuid=ident.uuid,
         model=ident.model,
+        vendor=ident.vendor,
         mig_enabled=ident.mig_enabled,
         power_limit_watts=round(reading.power_limit_watts, 3),
         constraints=PowerConstraintsWatts(

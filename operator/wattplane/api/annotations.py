@@ -21,14 +21,32 @@ OPT_OUT: Final = PREFIX + "opt-out"
 MIN_POWER_WATTS: Final = PREFIX + "min-power-watts"
 MAX_SLOWDOWN: Final = PREFIX + "max-slowdown"
 PROGRESS_METRIC: Final = PREFIX + "progress-metric"
+#: Where an inference pod's serving engine exposes its metrics (read by the operator's token scrape).
+SERVING_METRICS: Final = PREFIX + "serving-metrics"
+#: Which serving engine (``vllm``, ``sglang``, ``tgi``); detected from the metric names when absent.
+SERVING_ENGINE: Final = PREFIX + "serving-engine"
 
-KNOWN: Final = frozenset({JOB, PRIORITY, WORKLOAD, POLICY, OPT_OUT, MIN_POWER_WATTS, MAX_SLOWDOWN, PROGRESS_METRIC})
+KNOWN: Final = frozenset(
+    {
+        JOB,
+        PRIORITY,
+        WORKLOAD,
+        POLICY,
+        OPT_OUT,
+        MIN_POWER_WATTS,
+        MAX_SLOWDOWN,
+        PROGRESS_METRIC,
+        SERVING_METRICS,
+        SERVING_ENGINE,
+    }
+)
 
 #: Named priorities; integers 0-1000 are accepted too. Higher is cut later under a budget.
 PRIORITY_NAMES: Final = {"low": 0, "normal": 500, "high": 1000}
 DEFAULT_PRIORITY: Final = PRIORITY_NAMES["normal"]
 
 Workload = Literal["training", "inference"]
+ServingEngine = Literal["vllm", "sglang", "tgi"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,9 @@ class PodIntent:
     min_power_watts: float | None = None
     max_slowdown: float | None = None
     progress_metric: str | None = None
+    #: Where the serving engine's metrics page is (checked where it is scraped, like ``progress_metric``).
+    serving_metrics: str | None = None
+    serving_engine: ServingEngine | None = None
     problems: tuple[str, ...] = field(default=())
 
 
@@ -112,6 +133,12 @@ def parse_pod_annotations(annotations: Mapping[str, str]) -> PodIntent:  # noqa:
                 values["max_slowdown"] = _parse_positive_float(raw, upper=10.0)
             elif key == PROGRESS_METRIC and raw.strip():
                 values["progress_metric"] = raw.strip()
+            elif key == SERVING_METRICS and raw.strip():
+                values["serving_metrics"] = raw.strip()
+            elif key == SERVING_ENGINE:
+                if raw.strip().lower() not in ("vllm", "sglang", "tgi"):
+                    raise ValueError('must be "vllm", "sglang" or "tgi"')
+                values["serving_engine"] = raw.strip().lower()
         except ValueError as exc:
             problems.append(f"{key}={raw[:64]!r} is invalid ({exc}); using the default")
     return PodIntent(problems=tuple(problems), **values)  # type: ignore[arg-type]

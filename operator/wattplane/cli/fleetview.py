@@ -22,6 +22,7 @@ from wattplane.api.v1alpha1 import energypolicy, gpunode
 from wattplane.api.v1alpha1.energypolicy import ENFORCING_SECTIONS, EnergyPolicy, EnergyPolicySpec, EnergyPolicyStatus
 from wattplane.api.v1alpha1.gpunode import GpuNode, GpuStatus, GpuTarget
 from wattplane.kube.client import api_client
+from wattplane.operator.serving import serving_target
 from wattplane.operator.views import pod_view, policy_parse
 from wattplane.planner.jobs import job_id
 from wattplane.planner.selection import rank_key, selects, sets_pod_limits
@@ -161,6 +162,16 @@ _WHAT_LIFTS_A_CUT = (
     "the node's share of the budget: raise budget.watts, or lower other GPUs' draw; pods annotated "
     "wattplane.io/priority: high or wattplane.io/workload: inference are cut last"
 )
+#: How each vendor's GPUs are driven, for ``explain``; one node may run several backends (``nvml+amdsmi``).
+_VENDOR_BACKENDS = {"nvidia": "NVIDIA, via NVML", "amd": "AMD, via AMD SMI", "simulated": "simulated"}
+#: Backends that drive one vendor's GPUs only: a GPU from an agent that predates ``vendor`` is theirs.
+_BACKEND_VENDORS = {"nvml": "nvidia", "amdsmi": "amd", "sim": "simulated"}
+
+
+def _gpu_vendor(gpu: GpuStatus, node_backend: str) -> str:
+    """``"; AMD, via AMD SMI"`` for the GPU line, or ``""`` when neither the GPU nor its node says."""
+    vendor = gpu.vendor or _BACKEND_VENDORS.get(node_backend)
+    return f"; {_VENDOR_BACKENDS[vendor]}" if vendor in _VENDOR_BACKENDS else ""
 
 
 @dataclass(frozen=True)
@@ -294,6 +305,50 @@ def _carbon_budget_lines(job: str, policy: str, policies: Sequence[Mapping[str, 
     return []
 
 
+def _serving_lines(
+    view: PodView, intent: PodIntent, node: GpuNode | None, policy: str | None, policies: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """An inference pod's joules per output token: where its tokens are read, its energy, its policy's figures."""
+    if intent.workload != "inference":
+        return []
+    target = serving_target(view.annotations)
+    if isinstance(target, str):
+        lines = [f"serving metrics: not read: {target}"]
+    else:
+        where = target.location.url or f"port {target.location.port}, path {target.location.path}"
+        lines = [f"serving metrics: {where} ({target.engine or 'engine detected from the metric names'})"]
+    if node is not None:
+        joules = sum(
+            e.energy_joules
+            for e in node.status.pod_energy
+            if (e.namespace, e.name) == (view.namespace, view.name) and (not view.uid or e.uid in ("", view.uid))
+        )
+        lines.append(f"GPU energy the agent attributes to the pod: {joules / 3.6e6:.3f} kWh ({joules:.0f} J)")
+    body = next((b for b in policies if policy is not None and b.get("metadata", {}).get("name") == policy), None)
+    if body is None:
+        return lines
+    try:
+        serving = EnergyPolicyStatus.model_validate(body.get("status") or {}).serving
+    except ValidationError:
+        serving = None
+    if serving is None:
+        lines.append(f"policy {policy} reports no joules per token yet")
+        return lines
+    since, recent = (
+        "-" if v is None else f"{v:.4g}"
+        for v in (serving.joules_per_output_token, serving.window_joules_per_output_token)
+    )
+    lines.append(
+        f"policy {policy}: {since} J per output token over {serving.output_tokens:.0f} tokens; "
+        f"recent {serving.window_seconds:.0f} s: {recent} J/token "
+        f"({serving.measured_pods} of {serving.pods} pods measured)"
+    )
+    mine = [p for p in serving.problems if p.startswith(f"{view.namespace}/{view.name}: ")]
+    lines += [f"  not measured: {p.split(': ', 1)[1]}" for p in mine]
+    lines.append("  per pod: wattplane_serving_output_tokens_total and wattplane_serving_gpu_energy_joules_total")
+    return lines
+
+
 def render_explain(
     pod: Mapping[str, Any],
     node: GpuNode | None,
@@ -318,6 +373,8 @@ def render_explain(
         lines.append(f"annotation problem: {problem}")
     chosen = _select(view, intent, policies, namespace_labels or {}, node_labels)
     lines += _selection_lines(view, intent, chosen)
+    governing = chosen.governing.name if chosen.governing is not None else None
+    lines += _serving_lines(view, intent, node, governing, policies)
     if node is None:
         lines.append("no GpuNode for this node: no wattplane agent runs there")
         return "\n".join(lines)
@@ -333,7 +390,7 @@ def render_explain(
     for g in mine:
         c = g.constraints
         lines.append(
-            f"GPU {g.index} {g.uuid} ({g.model}): limit {g.power_limit_watts:g} W "
+            f"GPU {g.index} {g.uuid} ({g.model}{_gpu_vendor(g, node.status.backend)}): limit {g.power_limit_watts:g} W "
             f"[device {c.min_watts:g}-{c.max_watts:g} W, default {c.default_watts:g} W], "
             f"drawing {g.power_watts:.0f} W, state {g.state}"
         )

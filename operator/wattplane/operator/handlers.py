@@ -53,14 +53,20 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logg
     # operator (which shard) wrote each GpuNode spec and policy status.
     memo.api.user_agent = f"wattplane-operator-{ours.shard}" if ours.shard else "wattplane-operator"
     memo.carbon = CarbonService()
-    memo.observer = JobObserver(timeout_s=ours.progress_timeout_s)
+    memo.observer = JobObserver(
+        timeout_s=ours.progress_timeout_s,
+        pod_energy=memo.state.pod_energy,
+        serving_interval_s=ours.serving_scrape_interval_s,
+    )
     signals = CarbonSignals(memo.carbon, _secret_reader(memo.api), default_namespace=ours.namespace)
     memo.reconciler = Reconciler(ours, memo.state, memo.api, signals=signals, observer=memo.observer)
     memo.metrics = None
     if ours.metrics_port:
         try:
             memo.metrics = await serve_metrics(
-                registry_for(memo.reconciler, memo.carbon), ours.metrics_host, ours.metrics_port
+                registry_for(memo.reconciler, memo.carbon, memo.observer.tokens),
+                ours.metrics_host,
+                ours.metrics_port,
             )
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:

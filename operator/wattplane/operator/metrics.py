@@ -1,4 +1,4 @@
-"""The operator's Prometheus endpoint: planning rounds, API writes, policies, and the carbon feed.
+"""The operator's Prometheus endpoint: planning rounds, API writes, policies, the carbon feed, serving pods.
 
 A custom collector reads the reconciler's counters and the last plan at scrape time, so the figures
 are always current and nothing is updated on the hot path. The carbon metrics come from
@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from wattplane.carbon.metrics import CarbonCollector
 from wattplane.carbon.service import CarbonService
+from wattplane.operator.tokens import TokenLedger
 from wattplane.planner.plan import Plan
 
 
@@ -95,11 +96,64 @@ class OperatorCollector(Collector):
         yield from (allocated, gpus, budget, measured, met, weight)
 
 
-def registry_for(facts: ReconcilerFacts, carbon: CarbonService) -> CollectorRegistry:
-    """A registry with the operator's and the carbon feed's collectors."""
+class ServingCollector(Collector):
+    """Per serving pod: output tokens and the GPU energy of the same intervals, as counters.
+
+    ``rate(wattplane_serving_gpu_energy_joules_total[w]) / rate(wattplane_serving_output_tokens_total[w])``
+    is joules per output token over any window ``w``: both counters grow over the same intervals only
+    (the ones in which the engine and the agent were both read). The operator's counters start at 0
+    when it starts (``rate`` handles that like any counter reset). The gauge gives the operator's own
+    recent figure (its 5-minute window) and is absent when that window holds no token.
+    """
+
+    def __init__(self, ledger: TokenLedger) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterable[Metric]:
+        """Metric families for one scrape."""
+        pod_engine = ["namespace", "pod", "engine"]
+        output = CounterMetricFamily(
+            "wattplane_serving_output_tokens", "Output tokens a serving pod's engine generated.", labels=pod_engine
+        )
+        prompt = CounterMetricFamily(
+            "wattplane_serving_prompt_tokens", "Prompt tokens a serving pod's engine processed.", labels=pod_engine
+        )
+        energy = CounterMetricFamily(
+            "wattplane_serving_gpu_energy_joules",
+            "GPU energy of a serving pod over the intervals its tokens were counted, joules.",
+            labels=["namespace", "pod"],
+        )
+        per_token = GaugeMetricFamily(
+            "wattplane_serving_joules_per_output_token",
+            "GPU joules per output token of a serving pod over the operator's recent window.",
+            labels=pod_engine,
+        )
+        unmeasured = GaugeMetricFamily(
+            "wattplane_serving_unmeasured_pods", "Serving pods with no joined figures in the last round."
+        )
+        problems = 0
+        for (namespace, name), pod in sorted(self._ledger.pods.items()):
+            problems += pod.problem is not None
+            if pod.engine is None:
+                continue
+            labels = [namespace, name, pod.engine]
+            output.add_metric(labels, pod.output_tokens)
+            prompt.add_metric(labels, pod.prompt_tokens)
+            energy.add_metric([namespace, name], pod.energy_joules)
+            window = pod.window_joules_per_output_token
+            if window is not None:
+                per_token.add_metric(labels, window)
+        unmeasured.add_metric([], problems)
+        yield from (output, prompt, energy, per_token, unmeasured)
+
+
+def registry_for(facts: ReconcilerFacts, carbon: CarbonService, tokens: TokenLedger | None = None) -> CollectorRegistry:
+    """A registry with the operator's and the carbon feed's collectors (and the serving pods', if given)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(OperatorCollector(facts))
     registry.register(CarbonCollector(carbon))
+    if tokens is not None:
+        registry.register(ServingCollector(tokens))
     return registry
 
 

@@ -7,29 +7,53 @@ GPU energy from the agents' reports, and advances the pure state machines in
 next round plans with; the profiles also go into EnergyPolicy status so a restarted operator resumes
 a sweep instead of starting over. Scrape failures are values, never exceptions: a job without a usable
 signal is reported by the planner as ``NoProgressSignal``.
+
+Inference pods (``wattplane.io/workload: inference``) a policy governs are scraped too, for their
+serving engine's token counters (:mod:`.serving`); :mod:`.tokens` joins them with the GPU energy the
+agents attribute to each pod, per pod (operator metrics) and per policy (:meth:`JobObserver.serving_status`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 from wattplane.api.annotations import parse_pod_annotations
-from wattplane.api.v1alpha1.energypolicy import JobProfile
+from wattplane.api.v1alpha1.energypolicy import SERVING_PROBLEMS_LISTED, JobProfile, ServingEnergy
 from wattplane.api.v1alpha1.gpunode import GpuTarget
-from wattplane.operator.progress import ProgressSample, parse_progress_metric, scrape
+from wattplane.operator.progress import ProgressSample, ScrapeError, parse_progress_metric, scrape
+from wattplane.operator.serving import ServingSample, scrape_serving, serving_target
+from wattplane.operator.tokens import PolicyTokens, TokenLedger, pod_energy_for, ratio
 from wattplane.planner.efficiency import JobObservation, advance
 from wattplane.planner.plan import JobView, Plan
 from wattplane.planner.snapshot import FleetSnapshot, PodKey, PolicyView
 from wattplane.planner.stragglers import Hold, decide_caps
 
+logger = logging.getLogger(__name__)
+
 ProfileKey = tuple[str, str]
 #: Reads one pod's progress counter (``None``: no usable sample this round); never raises.
 ProgressReader = Callable[[FleetSnapshot, PodKey], Awaitable[ProgressSample | None]]
+#: The GPU joules the agents attribute to each pod, by pod uid (``GpuNode.status.podEnergy``).
+PodEnergySource = Callable[[], Mapping[PodKey, Mapping[str, float]]]
+#: Serving-metrics scrapes in flight at once (a thousand pods must not open a thousand sockets).
+SERVING_CONCURRENCY = 64
+
+
+@dataclass
+class _PolicyRound:
+    """A policy's serving pods in the last round: how many, how many measured, and the problems."""
+
+    pods: int = 0
+    measured: int = 0
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -56,8 +80,19 @@ class JobObserver:
         timeout_s: float = 2.0,
         session: aiohttp.ClientSession | None = None,
         read_progress: ProgressReader | None = None,
+        pod_energy: PodEnergySource | None = None,
+        serving_interval_s: float = 15.0,
     ) -> None:
         self._timeout_s = timeout_s
+        #: Least time between two serving-metrics reads: rounds come as often as events do.
+        self._serving_interval = timedelta(seconds=serving_interval_s)
+        self._serving_at: datetime | None = None
+        #: Where per-pod GPU energy comes from (the fleet state's GpuNode reports); ``None``: nowhere.
+        self._pod_energy = pod_energy
+        #: Serving pods' joined token and energy figures (the operator's ``wattplane_serving_*`` metrics).
+        self.tokens = TokenLedger()
+        self._policy_tokens: dict[str, PolicyTokens] = {}
+        self._policy_round: dict[str, _PolicyRound] = {}
         #: Where progress samples come from: the pods' metrics over HTTP, or (simulator) anything else.
         self._read_progress: ProgressReader = read_progress or self._scrape
         self._session = session
@@ -100,6 +135,10 @@ class JobObserver:
         self, plan: Plan, snapshot: FleetSnapshot, policies: Mapping[str, PolicyView], now: datetime
     ) -> None:
         """Scrape and advance every job whose policy needs observations; never raises."""
+        try:
+            await self._observe_serving(plan, snapshot, now)
+        except Exception:  # a bug here must cost the token figures of one round, not the planning loop
+            logger.exception("serving-token observation failed; the next round tries again")
         jobs = [
             j
             for j in plan.jobs.values()
@@ -129,6 +168,101 @@ class JobObserver:
             del self.straggler_caps[key]
         for key in set(self._holds) - live:
             del self._holds[key]
+
+    async def _observe_serving(self, plan: Plan, snapshot: FleetSnapshot, now: datetime) -> None:
+        """Scrape the governed inference pods' engines and join their tokens with their GPU energy.
+
+        Only with a per-pod energy source (the operator's GpuNode reports): without one there is
+        nothing to join, and the simulator and ``wattplane run`` skip the scrape altogether. At most
+        once per ``serving_interval_s``: planning rounds run on every event, and a fleet of serving
+        pods must not be scraped at that rate.
+        """
+        if self._pod_energy is None:
+            return
+        if self._serving_at is not None and self._serving_at <= now < self._serving_at + self._serving_interval:
+            return  # planning rounds follow events; the token scrape keeps its own pace
+        self._serving_at = now
+        policy_of: dict[PodKey, str] = {}
+        for job in plan.jobs.values():
+            for key in job.pods:
+                pod = snapshot.pods.get(key)
+                if pod is not None and parse_pod_annotations(pod.annotations).workload == "inference":
+                    policy_of[key] = job.policy
+        energy = self._pod_energy() if policy_of else {}
+        gate = asyncio.Semaphore(SERVING_CONCURRENCY)
+
+        async def read(key: PodKey) -> ServingSample | ScrapeError | str:
+            pod = snapshot.pods[key]
+            target = serving_target(pod.annotations)
+            if isinstance(target, str):
+                return target
+            async with gate:
+                return await scrape_serving(self._http(), target, pod.ip, self._timeout_s)
+
+        keys = sorted(policy_of)
+        results = await asyncio.gather(*(read(k) for k in keys))
+        rounds: dict[str, _PolicyRound] = {}
+        for key, result in zip(keys, results, strict=True):
+            policy = policy_of[key]
+            uid = snapshot.pods[key].uid
+            joules = pod_energy_for(energy.get(key, {}), uid)
+            interval = self.tokens.update(key, uid, result, joules, now)
+            summary = rounds.setdefault(policy, _PolicyRound())
+            summary.pods += 1
+            problem = self.tokens.pods[key].problem
+            if problem is not None:
+                summary.problems.append(f"{key[0]}/{key[1]}: {problem}")
+            elif interval is not None:
+                summary.measured += 1
+            if interval is not None:
+                totals = self._policy_tokens.setdefault(policy, PolicyTokens())
+                totals.output_tokens += interval[1]
+                totals.energy_joules += interval[2]
+                totals.window.add(now, *interval)
+        self.tokens.retain(policy_of)
+        for totals in self._policy_tokens.values():
+            totals.window.trim(now)
+        for name in set(self._policy_tokens) - set(plan.policies):
+            del self._policy_tokens[name]
+        self._policy_round = rounds
+
+    def serving_status(self, policy: str, status: Mapping[str, Any] | None = None) -> ServingEnergy | None:
+        """The policy's joules per output token for its status; ``None`` while it never had an inference pod.
+
+        ``status`` is the policy's status as the API server has it: the since-start totals in its
+        ``serving`` are adopted once (the first time this observer reports the policy), so an operator
+        restart continues them; an unreadable one is ignored.
+        """
+        previous: ServingEnergy | None = None
+        raw = (status or {}).get("serving")
+        if isinstance(raw, Mapping):
+            with contextlib.suppress(ValueError):
+                previous = ServingEnergy.model_validate(raw)
+        totals = self._policy_tokens.get(policy)
+        current = self._policy_round.get(policy)
+        if totals is None:
+            if previous is None and current is None:
+                return None
+            totals = self._policy_tokens[policy] = PolicyTokens()
+        if not totals.seeded:
+            totals.seeded = True
+            if previous is not None:
+                totals.seed_tokens, totals.seed_joules = previous.output_tokens, previous.energy_joules
+        current = current or _PolicyRound()
+        seconds, tokens, joules = totals.window.totals()
+        return ServingEnergy(
+            pods=current.pods,
+            measured_pods=current.measured,
+            output_tokens=round(totals.total_tokens),
+            energy_joules=round(totals.total_joules, 1),
+            joules_per_output_token=_rounded(ratio(totals.total_joules, totals.total_tokens)),
+            window_seconds=round(seconds, 1),
+            window_output_tokens=round(tokens),
+            window_energy_joules=round(joules, 1),
+            window_joules_per_output_token=_rounded(ratio(joules, tokens)),
+            problem_pods=len(current.problems),
+            problems=current.problems[:SERVING_PROBLEMS_LISTED],
+        )
 
     async def _scrape(self, snapshot: FleetSnapshot, key: PodKey) -> ProgressSample | None:
         pod = snapshot.pods.get(key)
@@ -240,3 +374,8 @@ class JobObserver:
                 self._holds.pop(key, None)
             else:
                 self._holds[key] = decision.hold
+
+
+def _rounded(value: float | None) -> float | None:
+    """Four significant digits: joules per token range from millijoules to kilojoules."""
+    return None if value is None else float(f"{value:.4g}")

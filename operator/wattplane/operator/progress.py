@@ -167,6 +167,26 @@ def _parse_location(location: str) -> tuple[int | None, str, str | None]:
     return port, match.group("path"), None
 
 
+def parse_location(value: str) -> ProgressTarget:
+    """Read a metrics page location alone: ``"<port>"``, ``"<port>:<path>"`` or a full http(s) URL.
+
+    The same forms as the part of ``wattplane.io/progress-metric`` before ``#``; a bare port means
+    ``/metrics`` on the pod's IP. The returned target has no metric name.
+
+    Raises:
+        ValueError: The value is unusable (the message is meant for a pod event).
+    """
+    text = value.strip()
+    if not text:
+        raise ValueError("the value is empty: expected '<port>', '<port>:<path>' or 'http://host:port/path'")
+    if len(text) > MAX_VALUE_CHARS:
+        raise ValueError(f"the value is longer than {MAX_VALUE_CHARS} characters")
+    if text.isdigit():
+        text = f"{text}:/metrics"
+    port, path, url = _parse_location(text)
+    return ProgressTarget(metric="", port=port, path=path, url=url)
+
+
 def parse_progress_metric(value: str) -> ProgressTarget:
     """Read a ``wattplane.io/progress-metric`` annotation value.
 
@@ -218,15 +238,24 @@ def _matching(samples: list[_Sample], target: ProgressTarget) -> list[_Sample]:
     return selected(target.metric + "_total")
 
 
-def _extract(text: str, content_type: str, target: ProgressTarget, url: str) -> ProgressSample | ScrapeError:
+def _parse_page(text: str, content_type: str, url: str) -> list[_Sample] | ScrapeError:
+    """Every sample of a metrics page as ``(name, labels, value)``, or a ``parse`` error.
+
+    OpenMetrics when the server says so, else the Prometheus text format.
+    """
     openmetrics = content_type.startswith("application/openmetrics-text")
     parser = parse_openmetrics if openmetrics else parse_prometheus
     try:
-        families = list(parser(text))
-        samples = [(s.name, dict(s.labels), float(s.value)) for f in families for s in f.samples]
+        return [(s.name, dict(s.labels), float(s.value)) for f in parser(text) for s in f.samples]
     except Exception as exc:  # the parsers raise assorted types on garbage; all mean "unreadable"
         fmt = "OpenMetrics" if openmetrics else "Prometheus text format"
         return ScrapeError("parse", f"GET {url}: the page is not {fmt} ({type(exc).__name__})", url)
+
+
+def _extract(text: str, content_type: str, target: ProgressTarget, url: str) -> ProgressSample | ScrapeError:
+    samples = _parse_page(text, content_type, url)
+    if isinstance(samples, ScrapeError):
+        return samples
     matches = _matching(samples, target)
     if not matches:
         also = "" if target.metric.endswith("_total") else f" or {target.metric}_total"
@@ -241,20 +270,11 @@ def _extract(text: str, content_type: str, target: ProgressTarget, url: str) -> 
     return ProgressSample(value=math.fsum(values), series=len(values), url=url)
 
 
-async def scrape(
-    session: aiohttp.ClientSession,
-    target: ProgressTarget,
-    pod_ip: str | None,
-    timeout_s: float,
-) -> ProgressSample | ScrapeError:
-    """Fetch ``target`` (at ``pod_ip`` for the pod form) and sum the selected counter's series.
+async def fetch_page(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[str, str] | ScrapeError:
+    """GET a metrics page: ``(text, content type)``, or the failure as a value (never raises).
 
-    Never raises (cancellation aside): every failure comes back as a :class:`ScrapeError`. Redirects
-    are not followed, and a page over :data:`MAX_BODY_BYTES` is refused.
+    Redirects are not followed, and a page over :data:`MAX_BODY_BYTES` is refused.
     """
-    url = target.url_for(pod_ip)
-    if url is None:
-        return ScrapeError("no-ip", "the pod has no IP address yet")
     seconds = timeout_s if math.isfinite(timeout_s) and timeout_s > 0 else 5.0
     try:
         async with session.get(
@@ -280,7 +300,27 @@ async def scrape(
         text = body.decode(charset, errors="replace")
     except LookupError:  # an unknown charset name
         text = body.decode("utf-8", errors="replace")
-    return _extract(text, content_type, target, url)
+    return text, content_type
+
+
+async def scrape(
+    session: aiohttp.ClientSession,
+    target: ProgressTarget,
+    pod_ip: str | None,
+    timeout_s: float,
+) -> ProgressSample | ScrapeError:
+    """Fetch ``target`` (at ``pod_ip`` for the pod form) and sum the selected counter's series.
+
+    Never raises (cancellation aside): every failure comes back as a :class:`ScrapeError`. Redirects
+    are not followed, and a page over :data:`MAX_BODY_BYTES` is refused.
+    """
+    url = target.url_for(pod_ip)
+    if url is None:
+        return ScrapeError("no-ip", "the pod has no IP address yet")
+    page = await fetch_page(session, url, timeout_s)
+    if isinstance(page, ScrapeError):
+        return page
+    return _extract(page[0], page[1], target, url)
 
 
 def job_progress(results: Iterable[ProgressSample | ScrapeError]) -> float | None:

@@ -187,6 +187,7 @@ class Reconciler:
                 now=now,
                 profiles=profiles.get(name, []),
                 carbon_budgets=accounts.get(name, []),
+                serving=self.observer.serving_status(name, parsed.status),
                 energy_joules=totals.energy_joules if totals is not None else None,
                 carbon_grams=totals.carbon_grams if totals is not None else None,
             ).to_wire()

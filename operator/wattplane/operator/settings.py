@@ -45,6 +45,8 @@ class OperatorSettings(BaseSettings):
     """Address the metrics endpoint binds to."""
     progress_timeout_s: float = Field(default=2.0, gt=0, le=30)
     """Timeout of one scrape of a pod's progress metric, seconds."""
+    serving_scrape_interval_s: float = Field(default=15.0, ge=1, le=3600)
+    """Least time between two reads of the inference pods' serving metrics (token counts), seconds."""
     peering: str | None = None
     """kopf peering name (needs kopf's peering CRDs); unset: standalone, run exactly one replica."""
     liveness_endpoint: str | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 from wattplane.api.selectors import LabelSelector
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec
-from wattplane.operator.views import PolicyParse, gpunode_parts, pod_view, policy_parse
+from wattplane.operator.views import PolicyParse, gpunode_parts, pod_energy_of, pod_view, policy_parse
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PodView, SnapshotDelta
 
 
@@ -30,6 +30,8 @@ class NodeRecord:
 
     spec: GpuNodeSpec
     gpus: tuple[GpuView, ...]
+    #: GPU joules the agent attributes to each pod, by pod uid (``status.podEnergy``).
+    pod_energy: Mapping[PodKey, Mapping[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,7 +134,7 @@ class FleetState:
                 self.nodes[name] = kept
             elif kept is not None:
                 spec, gpus = gpunode_parts(kept)
-                self.nodes[name] = NodeRecord(spec=spec, gpus=gpus)
+                self.nodes[name] = NodeRecord(spec=spec, gpus=gpus, pod_energy=pod_energy_of(kept))
         elif name in self.nodes:
             self.outside[name] = self.nodes.pop(name)
 
@@ -147,7 +149,7 @@ class FleetState:
             self.outside[name] = body
             return self.nodes.pop(name, None) is not None
         spec, gpus = gpunode_parts(body)
-        self.nodes[name] = NodeRecord(spec=spec, gpus=gpus)
+        self.nodes[name] = NodeRecord(spec=spec, gpus=gpus, pod_energy=pod_energy_of(body))
         return True
 
     def put_policy(self, body: Mapping[str, Any], *, deleted: bool = False) -> bool:
@@ -163,6 +165,16 @@ class FleetState:
         parsed = policy_parse(body)
         self.policies[parsed.name] = parsed
         return True
+
+    def pod_energy(self) -> dict[PodKey, dict[str, float]]:
+        """GPU joules per pod (by pod uid) across this shard's nodes, as the agents last reported them."""
+        out: dict[PodKey, dict[str, float]] = {}
+        for record in self.nodes.values():
+            for key, by_uid in record.pod_energy.items():
+                merged = out.setdefault(key, {})
+                for uid, joules in by_uid.items():
+                    merged[uid] = merged.get(uid, 0.0) + joules
+        return out
 
     def snapshot(self) -> FleetSnapshot:
         """A frozen copy for one planning round (with a node selector: only the shard's pods and nodes)."""

@@ -6,6 +6,7 @@ an error message instead of an exception, so one bad object never stops planning
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicySpec
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuNodeStatus
-from wattplane.planner.snapshot import GpuView, PodView, PolicyView
+from wattplane.planner.snapshot import GpuView, PodKey, PodView, PolicyView
 
 
 @dataclass(frozen=True)
@@ -101,3 +102,27 @@ def gpunode_parts(body: Mapping[str, Any]) -> tuple[GpuNodeSpec, tuple[GpuView, 
         for g in status.gpus
     )
     return spec, gpus
+
+
+def pod_energy_of(body: Mapping[str, Any]) -> dict[PodKey, dict[str, float]]:
+    """GPU joules the node's agent attributes to each pod, by pod uid (containers summed).
+
+    Read leniently from ``status.podEnergy``: an entry without a finite, non-negative number is
+    skipped (the token ledger then reports the pod as without energy rather than use a wrong value).
+    """
+    entries = (body.get("status") or {}).get("podEnergy") or []
+    out: dict[PodKey, dict[str, float]] = {}
+    if not isinstance(entries, list):
+        return out
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        namespace, name, joules = entry.get("namespace"), entry.get("name"), entry.get("energyJoules")
+        if not isinstance(namespace, str) or not isinstance(name, str) or isinstance(joules, bool):
+            continue
+        if not isinstance(joules, int | float) or not math.isfinite(joules) or joules < 0:
+            continue
+        by_uid = out.setdefault((namespace, name), {})
+        uid = str(entry.get("uid") or "")
+        by_uid[uid] = by_uid.get(uid, 0.0) + float(joules)
+    return out

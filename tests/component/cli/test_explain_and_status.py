@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from wattplane.api.v1alpha1 import gpunode
 from wattplane.api.v1alpha1.gpunode import GpuNode
 from wattplane.cli.fleetview import UNSETTLED_NOTE, measured_by_policy, policy_from_api, render_explain, render_status
 
@@ -179,3 +180,53 @@ def test_explain_shows_the_jobs_carbon_budget_account_and_plan() -> None:
         pod({"wattplane.io/job": "other"}), node([target], [gpu_status(limit=225)]), policies, {}, {}
     )
     assert "carbon budget of job" not in other
+
+
+def test_explain_names_the_vendor_and_backend_of_each_gpu() -> None:
+    amd = {**gpu_status("GPU-1"), "uuid": "74a1ff00-0000-1000-8000-5e3c1d9a0000", "model": "AMD Instinct MI300X"}
+    mixed = node([], [{**gpu_status("GPU-0"), "vendor": "nvidia"}, {**amd, "vendor": "amd"}])
+    mixed.status.backend = "nvml+amdsmi"
+    lines = render_explain(pod(), mixed, POLICIES, {}, {}).splitlines()
+    assert any(line.startswith("GPU 0 GPU-0 (A40; NVIDIA, via NVML): limit 300 W") for line in lines), lines
+    assert any(line.startswith(f"GPU 1 {amd['uuid']} (AMD Instinct MI300X; AMD, via AMD SMI):") for line in lines)
+
+
+def test_explain_takes_the_vendor_from_a_single_backend_node_when_the_gpu_does_not_say() -> None:
+    older = node([], [gpu_status()])  # written by an agent that predates the field
+    older.status.backend = "nvml"
+    assert "GPU 0 GPU-0 (A40; NVIDIA, via NVML): limit" in render_explain(pod(), older, POLICIES, {}, {})
+    older.status.backend = "nvml+amdsmi"  # which of the two drives it cannot be told
+    assert "GPU 0 GPU-0 (A40): limit" in render_explain(pod(), older, POLICIES, {}, {})
+
+
+def test_explain_gives_an_inference_pods_energy_per_token_and_why_it_is_not_measured() -> None:
+    serving = {
+        "pods": 2,
+        "measuredPods": 1,
+        "outputTokens": 120000,
+        "energyJoules": 360000.0,
+        "joulesPerOutputToken": 3.0,
+        "windowSeconds": 300.0,
+        "windowOutputTokens": 1000,
+        "windowEnergyJoules": 2500.0,
+        "windowJoulesPerOutputToken": 2.5,
+        "problemPods": 1,
+        "problems": ["ml/llm-0: the output-token counter went backwards (engine restarted?): interval dropped"],
+    }
+    policies = [ep("serving-fast", {"selector": SELECT_INFERENCE, "limits": {"maxWatts": 250}}, {"serving": serving})]
+    gpu_node = node([], [gpu_status()])
+    gpu_node.status.pod_energy = [
+        gpunode.PodEnergy(namespace="ml", name="llm-0", container="vllm", energy_joules=7_200_000.0)
+    ]
+    annotations = INFERENCE | {"wattplane.io/serving-metrics": "8000", "wattplane.io/serving-engine": "vllm"}
+    text = render_explain(pod(annotations), gpu_node, policies, {}, {})
+    assert "serving metrics: port 8000, path /metrics (vllm)" in text
+    assert "GPU energy the agent attributes to the pod: 2.000 kWh (7200000 J)" in text
+    assert "policy serving-fast: 3 J per output token over 120000 tokens; recent 300 s: 2.5 J/token" in text
+    assert "not measured: the output-token counter went backwards" in text
+    bare_policy = [ep("serving-fast", {"selector": SELECT_INFERENCE, "limits": {}})]
+    bare = render_explain(pod(dict(INFERENCE)), gpu_node, bare_policy, {}, {})
+    assert "serving metrics: not read: no wattplane.io/serving-metrics annotation" in bare
+    assert "policy serving-fast reports no joules per token yet" in bare
+    training = render_explain(pod({"wattplane.io/workload": "training"}), gpu_node, policies, {}, {})
+    assert "serving metrics" not in training and "J per output token" not in training

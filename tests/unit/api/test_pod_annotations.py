@@ -108,7 +108,7 @@ def test_blank_names_are_absent_not_empty() -> None:
     assert intent.problems == ()
 
 
-@pytest.mark.parametrize("key", sorted(ann.KNOWN - {ann.JOB, ann.POLICY, ann.PROGRESS_METRIC}))
+@pytest.mark.parametrize("key", sorted(ann.KNOWN - {ann.JOB, ann.POLICY, ann.PROGRESS_METRIC, ann.SERVING_METRICS}))
 def test_a_huge_garbage_value_is_quoted_shortly_in_the_problem(key: str) -> None:
     # The problem becomes a Kubernetes event message: it must stay short whatever the value.
     intent = parse_pod_annotations({key: "x" * 100_000})

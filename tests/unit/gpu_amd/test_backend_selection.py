@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fake_amdsmi
@@ -16,6 +17,7 @@ from wattplane.agent.gpu.multi import MultiBackend, open_real_backend
 from wattplane.agent.gpu.nvml import NvmlBackend
 from wattplane.agent.journal import Journal
 from wattplane.agent.settings import AgentSettings
+from wattplane.agent.status import PodEnergyLedger, build_status
 from wattplane.api.v1alpha1.gpunode import GpuTarget
 
 
@@ -101,3 +103,31 @@ def test_agent_asked_for_amd_without_rocm_says_what_is_missing() -> None:
 
     with pytest.raises(GpuDriverError, match=r"amdsmi cannot load libamd_smi\.so.*amd-smi-lib"):
         make_backend(AgentSettings(node_name="n", backend="amd"))
+
+
+def test_status_of_a_mixed_node_names_each_gpus_vendor(
+    nvml: fake_pynvml.FakeNvml, amd: fake_amdsmi.FakeAmdSmi, tmp_path: Path
+) -> None:
+    backend = open_real_backend("auto", openers(nvml, amd))
+    try:
+        engine = NodeEngine(backend, Journal(tmp_path / "journal.json"))
+        devices = backend.devices()
+        status = build_status(
+            backend=backend.info.name,
+            devices=devices,
+            readings=engine.read_all(),
+            constraints={d.identity.uuid: d.constraints() for d in devices},
+            outcomes=engine.reconcile([]),
+            assignment={},
+            ledger=PodEnergyLedger(),
+            plan_generation=1,
+            previous_conditions=[],
+            problems=[],
+            now=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+    finally:
+        backend.close()
+    assert status.backend == "nvml+amdsmi"
+    assert [(g.index, g.vendor) for g in status.gpus] == [(0, "nvidia"), (1, "nvidia"), (2, "amd")]
+    written = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert [g["vendor"] for g in written["gpus"]] == ["nvidia", "nvidia", "amd"]

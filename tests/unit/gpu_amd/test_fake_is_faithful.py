@@ -14,12 +14,14 @@ import re
 import sys
 from enum import IntEnum
 from pathlib import Path
+from types import SimpleNamespace
 
 import fake_amdsmi
 import pytest
 from wattplane.agent.gpu import amd
 from wattplane.agent.gpu.amd import AmdSmiBackend, load_amdsmi
 from wattplane.agent.gpu.errors import GpuDriverError
+from wattplane.agent.podresources.model import pci_address_key
 
 
 def _package_dir() -> Path:
@@ -143,6 +145,30 @@ def test_backend_calls_only_functions_the_library_and_the_fake_have() -> None:
     for name in BACKEND_FUNCTIONS:
         assert name in FUNCTIONS, name
         assert name in FAKE_FUNCTIONS, name
+
+
+def test_pci_address_has_the_librarys_spelling(fake: fake_amdsmi.FakeAmdSmi) -> None:
+    # Run the library's own formatter on the fake's numbers: the pod mapper matches these strings
+    # against the AMD device plugin's ids (sysfs directory names), so their spelling matters.
+    source = ast.get_source_segment((PACKAGE / "amdsmi_interface.py").read_text(), FUNCTIONS["_format_bdf"])
+    assert source is not None
+    namespace: dict[str, object] = {"amdsmi_wrapper": SimpleNamespace(amdsmi_bdf_t=object)}
+    exec(source, namespace)
+    format_bdf = namespace["_format_bdf"]
+    assert callable(format_bdf)
+    for gpu in fake.gpus:
+        domain, bus, rest = gpu.bdf.split(":")
+        device, function = rest.split(".")
+        fields = SimpleNamespace(
+            domain_number=int(domain, 16),
+            bus_number=int(bus, 16),
+            device_number=int(device, 16),
+            function_number=int(function, 16),
+        )
+        assert format_bdf(SimpleNamespace(struct_amdsmi_bdf_t=fields)) == gpu.bdf
+        assert pci_address_key(gpu.bdf) == gpu.bdf  # already the canonical (sysfs) form
+    high = SimpleNamespace(domain_number=1, bus_number=0xC1, device_number=0x1F, function_number=7)
+    assert format_bdf(SimpleNamespace(struct_amdsmi_bdf_t=high)) == "0001:c1:1f.7"
 
 
 def test_power_cap_setter_takes_int_microwatts_in_the_library() -> None:

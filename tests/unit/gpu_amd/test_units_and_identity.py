@@ -80,3 +80,15 @@ def test_no_amd_stack_is_a_driver_error_with_a_hint(status: int) -> None:
     with pytest.raises(GpuDriverError, match="/dev/kfd") as caught:
         AmdSmiBackend(lib=fake)
     assert isinstance(caught.value.__cause__, fake_amdsmi.AmdSmiLibraryException)
+
+
+def test_pci_addresses_name_boards_for_the_pod_mapper(backend: AmdSmiBackend, fake: fake_amdsmi.FakeAmdSmi) -> None:
+    # AMD's device plugin hands pods PCI addresses; the mapper needs them as AMD SMI UUIDs.
+    assert backend.device_id_aliases() == {g.bdf: g.uuid for g in fake.gpus}
+    assert backend.device_id_aliases()["0000:31:00.0"] == fake.gpus[1].uuid
+
+
+def test_an_address_several_devices_share_names_none_of_them(fake: fake_amdsmi.FakeAmdSmi) -> None:
+    fake.gpus[2].bdf = fake.gpus[1].bdf  # as the partitions of one board may report
+    with AmdSmiBackend(lib=fake, clock=fake.monotonic) as backend:
+        assert backend.device_id_aliases() == {fake.gpus[0].bdf: fake.gpus[0].uuid}

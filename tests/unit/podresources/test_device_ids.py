@@ -1,9 +1,14 @@
-"""How kubelet device ids are read: replica markers, MIG instances, GKE index names."""
+"""How kubelet device ids are read: replica markers, MIG instances, GKE index names, AMD PCI addresses."""
 
 from __future__ import annotations
 
 import pytest
-from wattplane.agent.podresources.model import gke_board_index, is_gpu_resource, normalise_device_id
+from wattplane.agent.podresources.model import (
+    gke_board_index,
+    is_gpu_resource,
+    normalise_device_id,
+    pci_address_key,
+)
 
 UUID = "GPU-8a2b3c4d-1111-2222-3333-444455556666"
 MIG = "MIG-0f0e0d0c-aaaa-bbbb-cccc-ddddeeeeffff"
@@ -32,6 +37,13 @@ MIG = "MIG-0f0e0d0c-aaaa-bbbb-cccc-ddddeeeeffff"
         ("nvidia.com/gpu", f"{UUID}::", (f"{UUID}::", False, False)),
         ("nvidia.com/gpu", f"{UUID}::x", (f"{UUID}::x", False, False)),
         ("nvidia.com/gpu", "::1", ("::1", False, False)),
+        # AMD's device plugin: a board by PCI address, a time-sliced replica with -slice-N, a partition.
+        ("amd.com/gpu", "0000:c1:00.0", ("0000:c1:00.0", False, False)),
+        ("amd.com/gpu", "0000:c1:00.0-slice-3", ("0000:c1:00.0", False, True)),
+        ("amd.com/cpx_nps4", "amdgpu_xcp_12", ("amdgpu_xcp_12", False, False)),
+        ("amd.com/gpu", "0000:c1:00.0-slice-", ("0000:c1:00.0-slice-", False, False)),
+        # The -slice- marker is AMD's: on an NVIDIA resource it stays part of the id.
+        ("nvidia.com/gpu", "odd-slice-1", ("odd-slice-1", False, False)),
     ],
 )
 def test_normalise_device_id(resource: str, device_id: str, expected: tuple[str, bool, bool]) -> None:
@@ -63,7 +75,12 @@ def test_gke_board_index(gpu_id: str, index: int | None) -> None:
         ("nvidia.com/mig-7g.80gb", True),
         # The device plugin's time-slicing "renameByDefault" resource must be asked for explicitly.
         ("nvidia.com/gpu.shared", False),
-        ("amd.com/gpu", False),
+        ("amd.com/gpu", True),
+        # The AMD plugin's "mixed" strategy: one resource per compute and memory partition mode.
+        ("amd.com/spx_nps1", True),
+        ("amd.com/cpx_nps4", True),
+        # PF passthrough to VMs (VFIO, named by IOMMU group): no amdgpu driver, nothing to measure.
+        ("amd.com/gpu_pf", False),
         ("example.com/foo", False),
         ("", False),
     ],
@@ -75,3 +92,20 @@ def test_default_gpu_resources(resource: str, kept: bool) -> None:
 def test_resource_names_and_prefixes_are_configurable() -> None:
     assert is_gpu_resource("nvidia.com/gpu.shared", names=("nvidia.com/gpu.shared",), prefixes=())
     assert not is_gpu_resource("nvidia.com/mig-1g.5gb", names=("nvidia.com/gpu",), prefixes=())
+
+
+@pytest.mark.parametrize(
+    ("device_id", "key"),
+    [
+        ("0000:c1:00.0", "0000:c1:00.0"),  # sysfs, the AMD device plugin, AMD SMI
+        ("00000000:C1:00.0", "0000:c1:00.0"),  # NVML
+        ("0001:0A:1f.7", "0001:0a:1f.7"),
+        (" 0000:c1:00.0\n", "0000:c1:00.0"),
+        ("c1:00.0", None),  # no domain
+        ("0000:c1:00.8", None),  # functions are 0-7
+        ("amdgpu_xcp_3", None),
+        (UUID, None),
+    ],
+)
+def test_pci_address_key(device_id: str, key: str | None) -> None:
+    assert pci_address_key(device_id) == key

@@ -1,4 +1,4 @@
-"""Attributing the node's boards to containers: sharing, MIG, GKE ids, and ids that do not resolve."""
+"""Attributing the node's boards to containers: sharing, MIG, GKE ids, AMD PCI addresses, unresolved ids."""
 
 from __future__ import annotations
 
@@ -126,6 +126,57 @@ def test_unknown_ids_are_reported_in_input_order() -> None:
         UnmappedDevice(stranger, "device id is not a GPU of this node"),
         UnmappedDevice(index_name, "device id is not a GPU of this node"),
     )
+
+
+AMD_0 = "74a1ff00-0000-1000-8000-5e3c1d9a0000"  # AMD SMI UUIDs carry no GPU- prefix
+AMD_1 = "74a2ff00-0000-1000-8001-5e3c1d9a0001"
+AMD_ALIASES = {"0000:11:00.0": AMD_0, "0000:31:00.0": AMD_1}
+
+
+def test_amd_pci_addresses_resolve_through_the_alias_map() -> None:
+    allocations = [
+        alloc("a", "0000:11:00.0", resource="amd.com/gpu"),
+        alloc("b", "0000:31:00.0-slice-0", resource="amd.com/gpu"),
+        alloc("c", "0000:31:00.0-slice-1", resource="amd.com/gpu"),
+        alloc("d", GPU_0),
+    ]
+
+    result = map_gpus_to_pods(allocations, [GPU_0, AMD_0, AMD_1], device_aliases=AMD_ALIASES)
+
+    assert result.pods_by_gpu == {GPU_0: (ref("d"),), AMD_0: (ref("a"),), AMD_1: (ref("b"), ref("c"))}
+    assert result.unmapped == ()
+
+
+def test_pci_addresses_match_in_any_spelling() -> None:
+    result = map_gpus_to_pods(
+        [alloc("a", "0000:c1:00.0", resource="amd.com/gpu")], [AMD_0], device_aliases={"00000000:C1:00.0": AMD_0}
+    )
+
+    assert result.pods_by_gpu == {AMD_0: (ref("a"),)}
+
+
+def test_amd_ids_that_do_not_resolve_are_reported_with_the_reason() -> None:
+    unknown = alloc("a", "0000:99:00.0", resource="amd.com/gpu")
+    partition = alloc("b", "amdgpu_xcp_12", resource="amd.com/cpx_nps4")
+    elsewhere = alloc("c", "0000:11:00.0", resource="amd.com/gpu")
+
+    result = map_gpus_to_pods([unknown, partition, elsewhere], [AMD_1], device_aliases=AMD_ALIASES)
+
+    assert result.pods_by_gpu == {AMD_1: ()}
+    assert [(u.allocation, u.reason) for u in result.unmapped] == [
+        (unknown, "PCI address matches no GPU of this node (none, or several partitions, have it)"),
+        (partition, "compute partition of a partitioned AMD board: partitions are not attributed yet"),
+        (elsewhere, f"device id names {AMD_0}, not a GPU of this node"),
+    ]
+
+
+def test_without_aliases_a_pci_address_is_not_guessed() -> None:
+    amd = alloc("a", "0000:11:00.0", resource="amd.com/gpu")
+
+    result = map_gpus_to_pods([amd], [AMD_0])
+
+    assert result.pods_by_gpu == {AMD_0: ()}
+    assert [u.allocation for u in result.unmapped] == [amd]
 
 
 _pods = st.sampled_from(["p0", "p1", "p2"])

@@ -236,7 +236,11 @@ class AmdSmiGpu:
         asic = self._optional("asic_info", lambda: lib.amdsmi_get_gpu_asic_info(handle))
         model = str(asic.get("market_name", "")) if isinstance(asic, dict) else ""
         self._identity = GpuIdentity(
-            index=index, uuid=uuid, model=model if model and model != "N/A" else "AMD GPU", pci_bus_id=bus_id
+            index=index,
+            uuid=uuid,
+            model=model if model and model != "N/A" else "AMD GPU",
+            pci_bus_id=bus_id,
+            vendor="amd",
         )
         self._label = f"GPU {index} ({uuid})"
 
@@ -596,6 +600,22 @@ class AmdSmiBackend:
             if gpu.identity.uuid == uuid:
                 return gpu
         raise GpuNotFoundError(f"no AMD GPU with UUID {uuid!r} on this node")
+
+    def device_id_aliases(self) -> dict[str, str]:
+        """PCI address (``0000:c1:00.0``) → UUID, for the pod mapper.
+
+        AMD's Kubernetes device plugin names each board by its PCI address, where AMD SMI names it by
+        UUID. An address that several devices report (the partitions of one board may share it) names
+        none of them for sure and is left out, so their pods stay unattributed rather than misattributed.
+        """
+        by_address: dict[str, list[str]] = {}
+        for gpu in self._devices:
+            if gpu.identity.pci_bus_id:
+                by_address.setdefault(gpu.identity.pci_bus_id.lower(), []).append(gpu.identity.uuid)
+        shared = {address: uuids for address, uuids in by_address.items() if len(uuids) > 1}
+        if shared:
+            logger.debug("PCI addresses shared by several AMD devices, not used for attribution: %s", shared)
+        return {address: uuids[0] for address, uuids in by_address.items() if len(uuids) == 1}
 
     def close(self) -> None:
         """Shut AMD SMI down once; later calls do nothing. Caps already set stay in force."""

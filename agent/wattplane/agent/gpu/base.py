@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class GpuIdentity:
     pci_bus_id: str = ""
     #: MIG-enabled boards are measured and attributed at board level and never capped per instance.
     mig_enabled: bool = False
+    #: Who made the GPU as the backend sees it: ``nvidia`` (NVML), ``amd`` (AMD SMI), ``simulated``;
+    #: reported per GPU because one node may combine backends (``nvml+amdsmi``).
+    vendor: Literal["nvidia", "amd", "simulated"] | None = None
 
 
 @dataclass(frozen=True)

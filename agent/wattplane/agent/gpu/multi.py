@@ -115,6 +115,15 @@ class MultiBackend:
                 parents.update(method())
         return parents
 
+    def device_id_aliases(self) -> dict[str, str]:
+        """Other names of boards (an AMD board's PCI address) → UUID, from the backends that have them."""
+        aliases: dict[str, str] = {}
+        for backend in self._backends:
+            method: Callable[[], dict[str, str]] | None = getattr(backend, "device_id_aliases", None)
+            if method is not None:
+                aliases.update(method())
+        return aliases
+
     def close(self) -> None:
         """Close every backend, even when one fails; the first failure is raised afterwards."""
         failure: BaseException | None = None

@@ -207,7 +207,9 @@ class NvmlGpu:
         self._label = f"GPU {index} ({uuid})"
         mig_mode = self._optional("mig_mode", lambda: lib.nvmlDeviceGetMigMode(handle))
         mig_enabled = mig_mode is not None and int(mig_mode[0]) == _NVML_DEVICE_MIG_ENABLE
-        self._identity = GpuIdentity(index=index, uuid=uuid, model=model, pci_bus_id=bus_id, mig_enabled=mig_enabled)
+        self._identity = GpuIdentity(
+            index=index, uuid=uuid, model=model, pci_bus_id=bus_id, mig_enabled=mig_enabled, vendor="nvidia"
+        )
 
     def __repr__(self) -> str:
         return f"NvmlGpu(index={self._identity.index}, uuid={self._identity.uuid!r})"

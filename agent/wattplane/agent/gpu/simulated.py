@@ -407,6 +407,7 @@ class SimulatedBackend:
                 uuid=gpu_uuid,
                 model=spec.name,
                 pci_bus_id=f"00000000:{0x17 + index:02X}:00.0",
+                vendor="simulated",
             )
             self._devices.append(
                 SimulatedGpu(

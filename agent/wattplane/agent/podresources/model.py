@@ -9,7 +9,13 @@ dialects that must be understood before a device can be matched to an NVML UUID:
 * ``MIG-<uuid>`` — a MIG instance (resource ``nvidia.com/gpu`` under the ``single`` strategy,
   ``nvidia.com/mig-1g.10gb``... under ``mixed``); drivers before R470 wrote ``MIG-GPU-<uuid>/<gi>/<ci>``;
 * ``nvidia0``, ``nvidia0/gi0`` and ``.../vgpu1`` — GKE's own device plugin names boards by index,
-  MIG instances by GPU-instance index, and time-shared replicas with a ``/vgpuN`` suffix.
+  MIG instances by GPU-instance index, and time-shared replicas with a ``/vgpuN`` suffix;
+* ``0000:c1:00.0`` — AMD's device plugin (ROCm/k8s-device-plugin) names a board by its PCI address,
+  the name of its directory under ``/sys/module/amdgpu/drivers/pci:amdgpu/`` (lowercase hex, 4-digit
+  domain), under ``amd.com/gpu`` or, with its ``mixed`` naming strategy, a partition-mode resource
+  such as ``amd.com/spx_nps1``; time-sliced replicas carry a ``-slice-N`` suffix, and the second and
+  later compute partitions of a partitioned MI300-class board are named after their platform device
+  (``amdgpu_xcp_12``). The backend resolves PCI addresses to its own UUIDs (``device_aliases``).
 
 This module has no I/O; :mod:`.client` feeds it the kubelet's reply.
 """
@@ -22,12 +28,28 @@ from dataclasses import dataclass
 
 from wattplane.agent.podresources import podresources_pb2 as pb
 
-#: Whole GPUs (and MIG instances under the device plugin's ``single`` MIG strategy).
-DEFAULT_RESOURCE_NAMES: tuple[str, ...] = ("nvidia.com/gpu",)
-#: MIG instances under the ``mixed`` strategy, one resource per profile (``nvidia.com/mig-1g.10gb``).
-DEFAULT_RESOURCE_PREFIXES: tuple[str, ...] = ("nvidia.com/mig-",)
+#: Whole GPUs (and MIG instances under the NVIDIA device plugin's ``single`` MIG strategy), and
+#: AMD GPUs or partitions under the AMD device plugin's default ``single`` naming strategy.
+DEFAULT_RESOURCE_NAMES: tuple[str, ...] = ("nvidia.com/gpu", "amd.com/gpu")
+#: MIG instances under the ``mixed`` strategy, one resource per profile (``nvidia.com/mig-1g.10gb``), and
+#: AMD boards and partitions under the AMD plugin's ``mixed`` strategy, one resource per compute and
+#: memory partition mode (``amd.com/spx_nps1``, ``amd.com/cpx_nps4``).
+DEFAULT_RESOURCE_PREFIXES: tuple[str, ...] = (
+    "nvidia.com/mig-",
+    "amd.com/spx_",
+    "amd.com/dpx_",
+    "amd.com/tpx_",
+    "amd.com/qpx_",
+    "amd.com/cpx_",
+)
 
 _REPLICA_SUFFIX = re.compile(r"^(?P<base>.+)::(?P<replica>\d+)$")
+#: AMD's time-slicing replicas: ``<device id>-slice-<n>`` (ROCm/k8s-device-plugin ``timeslice.go``).
+_AMD_SLICE_SUFFIX = re.compile(r"^(?P<base>.+)-slice-(?P<replica>\d+)$")
+#: A PCI address as sysfs, Kubernetes device plugins and AMD SMI write it; NVML pads the domain to 8 digits.
+_PCI_ADDRESS = re.compile(
+    r"^(?P<domain>[0-9a-f]{4,8}):(?P<bus>[0-9a-f]{2}):(?P<device>[0-9a-f]{2})\.(?P<function>[0-7])$"
+)
 _GKE_ID = re.compile(r"^nvidia(?P<index>\d+)(?P<gi>/gi\d+)?(?P<vgpu>/vgpu\d+)?$")
 
 
@@ -85,6 +107,8 @@ def normalise_device_id(resource_name: str, device_id: str) -> tuple[str, bool, 
     gpu_id, shared = device_id, False
     if (replica := _REPLICA_SUFFIX.match(device_id)) is not None:
         gpu_id, shared = replica["base"], True
+    elif resource_name.startswith("amd.com/") and (slice_ := _AMD_SLICE_SUFFIX.match(device_id)) is not None:
+        gpu_id, shared = slice_["base"], True
     gke = _GKE_ID.match(gpu_id)
     if gke is not None and gke["vgpu"] is not None:
         gpu_id, shared = gpu_id.removesuffix(gke["vgpu"]), True
@@ -94,6 +118,18 @@ def normalise_device_id(resource_name: str, device_id: str) -> tuple[str, bool, 
         or (gke is not None and gke["gi"] is not None)
     )
     return gpu_id, mig, shared
+
+
+def pci_address_key(device_id: str) -> str | None:
+    """The canonical form of a PCI address (``0000:c1:00.0``), or ``None`` if ``device_id`` is none.
+
+    AMD SMI and sysfs write ``0000:c1:00.0``, NVML ``00000000:C1:00.0``; comparing this form makes the
+    spelling irrelevant.
+    """
+    match = _PCI_ADDRESS.match(device_id.strip().lower())
+    if match is None:
+        return None
+    return f"{int(match['domain'], 16):04x}:{match['bus']}:{match['device']}.{match['function']}"
 
 
 def gke_board_index(gpu_id: str) -> int | None:

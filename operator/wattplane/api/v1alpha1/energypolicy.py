@@ -28,6 +28,13 @@ CRD = CrdInfo(
         PrinterColumn("Allocated W", "number", ".status.allocatedWatts", "Sum of GPU limits set"),
         PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
         PrinterColumn("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', priority=1),
+        PrinterColumn(
+            "J/Token",
+            "number",
+            ".status.serving.windowJoulesPerOutputToken",
+            "GPU joules per output token of the inference pods, last 5 minutes",
+            priority=1,
+        ),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp"),
     ),
 )
@@ -390,6 +397,42 @@ class BudgetStatus(LenientApiModel):
     """GPUs limited below what other sections allow, to fit the budget."""
 
 
+#: Serving pods whose problems a policy's status lists (the count covers them all).
+SERVING_PROBLEMS_LISTED = 20
+
+
+class ServingEnergy(LenientApiModel):
+    """GPU energy per output token of the policy's inference pods (``wattplane.io/workload: inference``).
+
+    Tokens come from each pod's serving engine (vLLM, SGLang, TGI metrics), joules from the agents'
+    per-pod GPU energy; only intervals in which both were read count, so the two always cover the same
+    time. A figure is absent, never guessed, when it cannot be measured; ``problems`` says why.
+    """
+
+    pods: int = 0
+    """Inference pods the policy governs now."""
+    measured_pods: int = 0
+    """Of those, pods whose tokens and energy were both read in the last round."""
+    output_tokens: float = 0.0
+    """Output tokens counted since the figures started (survives operator restarts)."""
+    energy_joules: float = 0.0
+    """GPU energy of the same intervals, joules."""
+    joules_per_output_token: float | None = None
+    """``energyJoules / outputTokens``; absent before the first token."""
+    window_seconds: float = 0.0
+    """Length of the recent window (up to 5 minutes of measured intervals)."""
+    window_output_tokens: float = 0.0
+    """Output tokens in the recent window."""
+    window_energy_joules: float = 0.0
+    """GPU energy in the recent window, joules."""
+    window_joules_per_output_token: float | None = None
+    """Joules per output token over the recent window; absent when it holds no token."""
+    problem_pods: int = 0
+    """Inference pods with no usable figures in the last round."""
+    problems: list[str] = Field(default_factory=list, max_length=SERVING_PROBLEMS_LISTED)
+    """``namespace/name: reason`` for the first of ``problemPods`` (counter reset, scrape failure, ...)."""
+
+
 #: Shadowed pods listed by name in a policy's status (the count covers them all).
 SHADOWED_LISTED = 20
 
@@ -531,6 +574,8 @@ class EnergyPolicyStatus(LenientApiModel):
     """Energy of the governed GPUs since the policy was created, joules (monotonic)."""
     carbon_grams: float = 0.0
     """Emissions attributed to that energy with the policy's signal, gCO2eq."""
+    serving: ServingEnergy | None = None
+    """Joules per output token of the inference pods, when the policy governs any."""
 
 
 class EnergyPolicy(LenientApiModel):

@@ -129,6 +129,8 @@ class GpuStatus(LenientApiModel):
     """NVML UUID of the board; what ``spec.gpus[].uuid`` refers to."""
     model: str
     """Product name as NVML reports it, e.g. ``NVIDIA A100-SXM4-80GB``."""
+    vendor: Literal["nvidia", "amd", "simulated"] | None = None
+    """Who made the GPU, and so which backend drives it: ``nvidia`` (NVML), ``amd`` (AMD SMI), ``simulated``."""
     mig_enabled: bool = False
     """MIG mode is on: the board is split into instances and its power limit is left alone."""
     power_limit_watts: float
@@ -184,7 +186,7 @@ class GpuNodeStatus(LenientApiModel):
     model_config = ConfigDict(**{"json_schema_extra": {"x-kubernetes-preserve-unknown-fields": True}})
 
     backend: str = ""
-    """``nvml`` or ``sim``."""
+    """``nvml``, ``amdsmi``, ``nvml+amdsmi`` (both on one node) or ``sim``."""
     heartbeat: datetime | None = None
     """When the agent last wrote this status; an old heartbeat means the agent is gone."""
     observed_plan_generation: int | None = None
