@@ -218,8 +218,18 @@ class Planner:
         self._outcomes: dict[str, nodeshares.Outcome] = {}
 
     def plan(self, snapshot: FleetSnapshot, policies: Iterable[PolicyView], context: PlanContext | None = None) -> Plan:
-        """The plan for ``snapshot``; re-decides only what changed since this planner's last round."""
-        context = context or PlanContext()
+        """The plan for ``snapshot``; re-decides only what changed since this planner's last round.
+
+        A round that raises leaves no half-updated state behind: the next round starts afresh.
+        """
+        try:
+            return self._plan(snapshot, policies, context or PlanContext())
+        except BaseException:
+            self._reset(())
+            self._active = None  # whatever the next round brings differs: it starts afresh
+            raise
+
+    def _plan(self, snapshot: FleetSnapshot, policies: Iterable[PolicyView], context: PlanContext) -> Plan:
         active = tuple(sorted((p for p in policies if not p.deleting), key=lambda p: p.name))
         changes = _Changes()
         if active != self._active:

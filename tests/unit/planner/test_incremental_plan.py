@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -417,3 +418,26 @@ def test_trusted_targets_equal_validated_ones() -> None:
     assert built.model_fields_set == validated.model_fields_set
     assert built.to_wire() == validated.to_wire()
     assert not GpuTarget.__private_attributes__  # what trusted_target relies on
+
+
+def test_a_round_that_raises_leaves_no_half_updated_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(random.Random(5))
+    world.populate()
+    planner = Planner()
+    snapshot, policies, context = world.inputs(delta=True)
+    planner.plan(snapshot, policies, context)
+    for _ in range(3):
+        world.add_pod()
+    world.report_power()
+    snapshot, policies, context = world.inputs(delta=True)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("wattplane.planner.plan.Decider.decide", broken)
+        with pytest.raises(RuntimeError, match="injected"):
+            planner.plan(snapshot, policies, context)
+    world.add_pod()
+    snapshot, policies, context = world.inputs(delta=True)  # relative to a snapshot it never finished
+    assert canonical(planner.plan(snapshot, policies, context)) == canonical(plan(snapshot, policies, context))
