@@ -201,6 +201,8 @@ def report_budget(base: RunResult, polca: RunResult, s: Scenario, demand: str) -
             f" {cmp.high_priority_throughput or 0:.4f} | {pct(cmp.mean_jct_change)} |"
         )
     print(f"inference backlog left at the end: {backlog:.1f} of {asked:.0f} GPU-seconds asked ({backlog / asked:.3%})")
+    unstarted = f"{base.unstarted_services} uncapped, {polca.unstarted_services} polca"
+    print(f"services that never got GPUs within the run: {unstarted}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

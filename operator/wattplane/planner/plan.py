@@ -188,7 +188,7 @@ class Planner:
         self._pods: Mapping[PodKey, PodView] = {}
         self._states: dict[PodKey, PodState] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
-        self._node_labels: Mapping[str, Mapping[str, str]] = {}
+        self._node_labels: dict[str, Mapping[str, str]] = {}
         self._node_gpus: dict[str, tuple[GpuView, ...]] = {}
         self._gpus: dict[str, _GpuPlan] = {}
         #: pod → uuid → the GPU (the pods a GPU reports, whether or not the pod itself is known)
@@ -524,18 +524,16 @@ class Planner:
                 decision = self._gpus[gpu.uuid].decision
                 if decision is not None:
                     policy = decision.target.policy
-                    share = GpuShare(decision.target.power_limit_watts, gpu.power_watts, decision.clamped)
-                    tally = self._tallies[policy].gpus
-                    if tally.get(gpu.uuid) != share:
-                        tally[gpu.uuid] = share
+                    share = GpuShare.of(decision.target.power_limit_watts, gpu.power_watts, decision.clamped)
+                    if self._tallies[policy].set_share(gpu.uuid, share):
                         changes.policies.add(policy)
 
     def _drop(self, uuid: str, held: _GpuPlan, changes: _Changes) -> None:
         """Take a GPU's decision out of the tallies."""
         if held.decision is not None:
             policy = held.decision.target.policy
-            self._tallies[policy].gpus.pop(uuid, None)
-            changes.policies.add(policy)
+            if self._tallies[policy].set_share(uuid, None):
+                changes.policies.add(policy)
         for policy, job in held.unprofiled:
             reports.flag_unprofiled(self._tallies[policy], job, add=False)
             changes.policies.add(policy)
@@ -546,8 +544,18 @@ class Planner:
         if not self._budgets:
             return
         labels = snapshot.node_labels
-        recover = changes.node_set or not self._coverage or labels != self._node_labels
-        self._node_labels = dict(labels)
+        delta = self._delta(snapshot)
+        if delta is not None:  # the source says which nodes changed, labels included
+            moved = [n for n in delta.nodes if labels.get(n) != self._node_labels.get(n)]
+            for node in moved:
+                if node in labels:
+                    self._node_labels[node] = labels[node]
+                else:
+                    self._node_labels.pop(node, None)
+        else:
+            moved = [] if labels == self._node_labels else [""]
+            self._node_labels = dict(labels)
+        recover = changes.node_set or not self._coverage or bool(moved)
         if recover:
             claimed: set[str] = set()
             nodes = sorted(self._node_gpus)

@@ -1,14 +1,15 @@
 """What each policy governs after a round: the tally the planner keeps, and the report made of it.
 
 The tally is kept up to date pod by pod and GPU by GPU (a pod that changes moves its contribution
-from one policy to another), so a round that changed one pod re-reports one or two policies. Sums
-are taken with :func:`math.fsum`, exact whatever the order the GPUs were added in: a tally kept
-across rounds reports the same figures, to the bit, as one built afresh.
+from one policy to another), so a round that changed one pod re-reports one or two policies, at a
+cost that does not grow with the policy's size. Watts are summed as whole milliwatts (integers), so
+a tally kept across rounds reports the same figures, to the bit, as one built afresh, whatever the
+order its GPUs came and went in; pod names are kept sorted as they come and go.
 """
 
 from __future__ import annotations
 
-import math
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -52,26 +53,58 @@ class PolicyReport:
 
 @dataclass(frozen=True)
 class GpuShare:
-    """One GPU's part in its policy's report: its target, its draw, whether it was clamped."""
+    """One GPU's part in its policy's report: its target and its draw (milliwatts), whether it was clamped."""
 
-    allocated: float
-    measured: float
+    allocated_mw: int
+    measured_mw: int
     clamped: bool
+
+    @classmethod
+    def of(cls, allocated_watts: float, measured_watts: float, clamped: bool) -> GpuShare:
+        """The share of a GPU with this target and draw, watts (to the milliwatt)."""
+        return cls(_milliwatts(allocated_watts), _milliwatts(measured_watts), clamped)
+
+
+def _milliwatts(watts: float) -> int:
+    return round(watts * 1000) if watts == watts and abs(watts) != float("inf") else 0
 
 
 @dataclass
 class PolicyTally:
-    """What one policy governs, kept as counts so contributions can be taken back."""
+    """What one policy governs, kept as counts and running sums so contributions can be taken back."""
 
     #: pod name → how many ways the policy holds it (governs or observes: one each)
     pods: Counter[str] = field(default_factory=Counter)
+    #: the names in ``pods``, sorted
+    pod_names: list[str] = field(default_factory=list)
     jobs: Counter[str] = field(default_factory=Counter)
     #: pod → the higher-ranked policy that governs it
     shadowed: dict[str, str] = field(default_factory=dict)
     #: uuid → the GPU's share, for the GPUs whose target this policy set
     gpus: dict[str, GpuShare] = field(default_factory=dict)
+    allocated_mw: int = 0
+    measured_mw: int = 0
+    clamped: int = 0
     #: job → GPUs of the job the efficiency section could not profile
     unprofiled: Counter[str] = field(default_factory=Counter)
+
+    def set_share(self, uuid: str, share: GpuShare | None) -> bool:
+        """Set (or, with ``None``, remove) a GPU's share; whether anything changed."""
+        before = self.gpus.get(uuid)
+        if before == share:
+            return False
+        if before is not None:
+            self.allocated_mw -= before.allocated_mw
+            self.measured_mw -= before.measured_mw
+            self.clamped -= before.clamped
+        if share is None:
+            del self.gpus[uuid]
+        else:
+            self.gpus[uuid] = share
+            self.allocated_mw += share.allocated_mw
+            self.measured_mw += share.measured_mw
+            self.clamped += share.clamped
+        return True
 
 
 def observes_only(policy: PolicyView) -> bool:
@@ -88,11 +121,15 @@ def _take(counter: Counter[str], key: str) -> None:
 def hold(tally: PolicyTally, pod: str, job: str, *, add: bool) -> None:
     """Count (or stop counting) one holding of ``pod`` of ``job`` by the policy."""
     if add:
+        if pod not in tally.pods:
+            bisect.insort(tally.pod_names, pod)
         tally.pods[pod] += 1
         tally.jobs[job] += 1
     else:
         _take(tally.pods, pod)
         _take(tally.jobs, job)
+        if pod not in tally.pods:
+            del tally.pod_names[bisect.bisect_left(tally.pod_names, pod)]
 
 
 def flag_unprofiled(tally: PolicyTally, job: str, *, add: bool) -> None:
@@ -118,15 +155,14 @@ class TallySummary:
 
 
 def summarize(tally: PolicyTally) -> TallySummary:
-    """The figures of ``tally``; sums are exact (:func:`math.fsum`), so independent of order."""
-    shares = tally.gpus.values()
+    """The figures of ``tally`` (sums in whole milliwatts: exact, so independent of order)."""
     return TallySummary(
-        pods=tuple(sorted(tally.pods)),
+        pods=tuple(tally.pod_names),
         jobs=len(tally.jobs),
         gpus=len(tally.gpus),
-        allocated_watts=round(math.fsum(g.allocated for g in shares), 3),
-        measured_watts=round(math.fsum(g.measured for g in shares), 3),
-        clamped_gpus=sum(1 for g in shares if g.clamped),
+        allocated_watts=tally.allocated_mw / 1000,
+        measured_watts=tally.measured_mw / 1000,
+        clamped_gpus=tally.clamped,
         shadowed_by=tuple(sorted(tally.shadowed.items())),
         unprofiled_jobs=tuple(sorted(tally.unprofiled)),
     )

@@ -197,6 +197,8 @@ class Simulation:
         self.node_index = {node.name: n for n, node in enumerate(self.nodes)}
         self.free: list[list[SimGpu]] = [list(g) for g in self.node_gpus]
         self.queue: list[JobSpec] = []
+        #: Services that got no GPUs before the run's end: they never run (a service lives within the run).
+        self.unstarted_services: list[JobSpec] = []
         self.running: dict[str, RunningJob] = {}
         self.finished: dict[str, RunningJob] = {}
         self.specs = {j.id: j for j in jobs}
@@ -350,6 +352,9 @@ class Simulation:
                 self._set_demand(payload)
         elif kind == ARRIVAL:
             assert isinstance(payload, JobSpec)
+            if self._stopped_services and payload.kind == "inference":
+                self.unstarted_services.append(payload)
+                return
             self.queue.append(payload)
             self._schedule_queue()
         elif kind == CONTROL:
@@ -503,6 +508,8 @@ class Simulation:
             if spec.duration_s is not None:
                 job.end_s = self.t + spec.duration_s
             self._push(self.t + spec.demand.next_change(0.0), DEMAND, job)
+        if self._stopped_services:
+            job.extra["window_progress"] = 0.0  # a training job that starts in the drain did nothing in the run
         for g in gpus:
             g.job = job
         self.running[spec.id] = job
@@ -551,8 +558,16 @@ class Simulation:
         self._schedule_queue()
 
     def _stop_services(self) -> None:
-        """At the end of the run: services stop, queued work submitted in time still runs."""
+        """At the end of the run: services stop, queued training submitted in time still runs.
+
+        Services still waiting for GPUs are dropped rather than started after the run: a service exists
+        to serve demand during the run, and one started in the drain would add work and energy outside
+        it (and, without a lifetime, run until the drain horizon), which no other run of the comparison
+        has. Every job's progress at this instant is its work within the run.
+        """
         self._stopped_services = True
+        self.unstarted_services += [s for s in self.queue if s.kind == "inference"]
+        self.queue = [s for s in self.queue if s.kind != "inference"]
         for job in self.running.values():
             job.extra["window_progress"] = job.progress_at(self.t)
         for job in sorted(self.running.values(), key=lambda j: j.spec.id):

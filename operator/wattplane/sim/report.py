@@ -94,6 +94,7 @@ def to_json(
                 "end_s": _round(r.end_s),
                 "unfinished_jobs": r.unfinished_jobs,
                 "queued_jobs": r.queued_jobs,
+                "unstarted_services": r.unstarted_services,
                 "plan_rounds": r.plan_rounds,
                 "agent_ticks": r.agent_ticks,
                 "events": r.events,

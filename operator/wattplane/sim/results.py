@@ -7,8 +7,12 @@ Scopes, so that every run is compared on the same work:
   same training work; services run for the run's duration);
 * ``fleet_energy_kwh`` / ``fleet_carbon_kg``: every GPU, idle ones included, over the run's duration only;
 * JCT changes compare each training job with itself in the uncapped run (jobs that finished in both);
-* high-priority throughput: work of ``high`` jobs done within the duration, in uncapped GPU-seconds
-  (training: epochs × uncapped seconds per epoch × GPUs; inference: demand served).
+* high-priority throughput: work of ``high`` jobs done within the duration (``[0, duration_s)``), in
+  uncapped GPU-seconds (training: epochs × uncapped seconds per epoch × GPUs; inference: demand
+  served), over the same in the uncapped run. Work done after the duration counts in neither run: a
+  training job that starts in the drain contributes nothing, and a service that got no GPUs within the
+  duration never runs (``unstarted_services``). A GPU never serves more than its uncapped rate, so the
+  ratio can exceed 1 only where the FCFS scheduler hands a service its GPUs earlier than uncapped did.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class JobReceipt:
     energy_kwh: float
     carbon_kg: float
     mean_limit_watts: float
-    #: Work in uncapped GPU-seconds: done in total, and done within the run's duration.
+    #: Work in uncapped GPU-seconds: done in total, and done within the run's duration (0 for a job
+    #: that started after it).
     work_gpu_s: float
     window_work_gpu_s: float
     #: Inference only: demand (uncapped GPU-seconds) and backlog left at the end.
@@ -81,6 +86,8 @@ class RunResult:
     receipts: tuple[JobReceipt, ...]
     unfinished_jobs: int
     queued_jobs: int
+    #: Services still waiting for GPUs when the run ended, which therefore never ran.
+    unstarted_services: int
     plan_rounds: int
     agent_ticks: int
     events: int
@@ -124,6 +131,7 @@ def collect(sim: Simulation, name: str, *, wall_s: float = 0.0, notes: Sequence[
         receipts=receipts,
         unfinished_jobs=sum(1 for j in sim.running.values() if j.training),
         queued_jobs=len(sim.queue),
+        unstarted_services=len(sim.unstarted_services),
         plan_rounds=sim.plan_rounds,
         agent_ticks=sim.agent_ticks,
         events=sim.events,

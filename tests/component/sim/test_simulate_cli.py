@@ -9,6 +9,7 @@ import pytest
 from wattplane.cli.main import main
 
 SLICES = Path(__file__).resolve().parents[2] / "unit" / "sim" / "data"
+SHIPPED = Path(__file__).resolve().parents[3] / "operator" / "wattplane" / "sim" / "data"
 RUN_KEYS = {
     "name",
     "energy_kwh",
@@ -19,6 +20,7 @@ RUN_KEYS = {
     "end_s",
     "unfinished_jobs",
     "queued_jobs",
+    "unstarted_services",
     "plan_rounds",
     "agent_ticks",
     "events",
@@ -196,3 +198,40 @@ def test_carbon_budget_keeps_every_job_within_its_slowdown_budget(tmp_path: Path
     assert oracle["max_jct_change"] <= budget + 0.005
     assert ours["carbon_change"] < 0
     assert ours["carbon_change"] <= 0.5 * oracle["carbon_change"]  # at least half the oracle's cut, even in 12 h
+
+
+def test_a_binding_budget_on_a_trace_mix_never_reports_more_high_priority_work(tmp_path: Path) -> None:
+    """Alibaba pods (over-subscribed) plus Azure-driven services under a 60 % budget.
+
+    The budget slows training, so the FCFS queue holds some latency-sensitive services past the run's
+    end. They must count as work not done (they never run), not as work done in the drain: counting the
+    drain reported 1.11 of uncapped here, and the job energy of services that ran after the run.
+    """
+    code, data = simulate(
+        tmp_path,
+        "--fleet",
+        "1x8xA40",
+        "--jobs",
+        str(SLICES / "alibaba_pods_slice.csv"),
+        "--jobs",
+        str(SHIPPED / "azure_llm_inference_trace_2023_conv.csv"),
+        "--utilisation",
+        "1.6",
+        "--budget-fraction",
+        "0.6",
+        "--baseline",
+        "polca",
+    )
+    assert code == 0
+    base, polca = data["runs"]
+    assert polca["unstarted_services"] > base["unstarted_services"] >= 0  # the queue reached the run's end
+    assert polca["budgets"][0]["longest_over_s"] <= 2.0
+    assert polca["vs_uncapped"]["high_priority_throughput"] <= 1.0
+    for run in data["runs"]:
+        for job in run["jobs"]:
+            assert job["window_work_gpu_s"] <= job["work_gpu_s"] * (1 + 1e-9)
+            if job["kind"] == "inference":
+                assert job["start_s"] < 7200.0 and job["end_s"] <= 7200.0
+                assert job["window_work_gpu_s"] <= job["demand_gpu_s"] * (1 + 1e-9)
+            elif job["start_s"] >= 7200.0:
+                assert job["window_work_gpu_s"] == 0.0

@@ -254,6 +254,7 @@ class World:
     def relabel_node(self) -> None:
         node = self.rng.choice(sorted(self.nodes))
         self.node_labels[node] = {"rack": self.rng.choice(RACKS)}
+        self.touched_nodes.add(node)  # a Node event, as the operator's state records it
 
     def relabel_namespace(self) -> None:
         self.namespaces[self.rng.choice(NAMESPACES)] = {"tier": self.rng.choice(["gold", "silver"])}

@@ -20,7 +20,7 @@ from wattplane.sim.engine import Controller, SimOptions, Simulation
 from wattplane.sim.fleet import expand, parse_fleet
 from wattplane.sim.jobs import Demand, JobSpec, synthetic_training
 from wattplane.sim.physics import RunningJob
-from wattplane.sim.results import collect
+from wattplane.sim.results import collect, compare
 
 CATALOG = Catalog.builtin()
 CISO = Path(__file__).resolve().parents[3] / "operator" / "wattplane" / "sim" / "data"
@@ -165,3 +165,51 @@ def test_an_inference_service_serves_its_demand_and_queues_what_a_cap_leaves_ove
     grow = (0.95 - capacity) * 1800.0
     drained = min(grow, (capacity - 0.5) * 1800.0)
     assert capped.backlog == pytest.approx(2 * grow - drained, rel=1e-9)
+
+
+def test_high_priority_work_counts_only_what_was_done_within_the_run() -> None:
+    """A cap can delay a service past the run's end; it must then count as lost, not as extra work.
+
+    One GPU, one hour: a training job holds it for 50 uncapped minutes, a high-priority service (two-hour
+    lifetime, demand 0.5) and a high-priority training job wait behind it. Uncapped, the service gets
+    the GPU for the last 10 minutes. At 150 W the training job runs past the hour, so the service never
+    runs within it. Counting the drain (as the simulator once did) credited the capped run with the
+    service's whole lifetime (3,600 GPU-seconds against 300) and both runs with the training job that
+    starts after the hour: a high-priority throughput of 3.7.
+    """
+    uncapped_s = 3000.0
+    jobs = [
+        JobSpec(id="a-train", submit_s=0.0, gpus=1, workload="squad/bert_base_uncased", duration_s=uncapped_s),
+        JobSpec(
+            id="b-serve",
+            submit_s=60.0,
+            gpus=1,
+            workload="squad/bert_base_uncased",
+            duration_s=7200.0,
+            priority="high",
+            kind="inference",
+            demand=Demand.constant(0.5),
+        ),
+        JobSpec(id="c-train", submit_s=120.0, gpus=1, workload="squad/bert_base_uncased", epochs=1.0, priority="high"),
+    ]
+    curve = CATALOG.workload("A40", "squad/bert_base_uncased").curve
+    assert uncapped_s * curve.time_per_unit(150.0) / curve.time_per_unit(300.0) > 3600.0
+    free = simulate(jobs, fleet="1x1xA40", hours=1.0)
+    capped = simulate(jobs, OneGpuCapped(150.0), fleet="1x1xA40", hours=1.0)
+    base, run = collect(free, "uncapped"), collect(capped, "capped")
+
+    served = {r.id: r for r in base.receipts}
+    assert served["b-serve"].start_s == pytest.approx(uncapped_s, rel=1e-12)
+    assert served["b-serve"].window_work_gpu_s == pytest.approx(0.5 * 600.0, rel=1e-9)
+    # The high-priority training job starts only after the run (once the service stops): none of its
+    # work is within the run, in either run.
+    assert served["c-train"].start_s == pytest.approx(3600.0) and served["c-train"].work_gpu_s > 0
+    assert served["c-train"].window_work_gpu_s == 0.0
+    assert base.high_priority_work_gpu_s == pytest.approx(300.0, rel=1e-9) and base.unstarted_services == 0
+
+    # Capped: the service was still queued at the end, so it never ran and used no energy.
+    assert [s.id for s in capped.unstarted_services] == ["b-serve"] and run.unstarted_services == 1
+    assert "b-serve" not in capped.finished and "b-serve" not in capped.running
+    assert {r.id for r in run.receipts} == {"a-train", "c-train"}
+    assert run.high_priority_work_gpu_s == 0.0
+    assert compare(run, base).high_priority_throughput == 0.0
