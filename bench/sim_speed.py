@@ -5,6 +5,7 @@ GPUs, on the shipped California 2023 trace, once per controller: uncapped (no pl
 event loop), and the real planner + agents with the shipped policies. For each it prints simulated
 seconds per wall-clock second (the speed-up over real time; the goal is ≥ 1000×) and the cost relative
 to the uncapped run measured in the same process. One core; absolute figures depend on the machine.
+The collector runs with the thresholds ``wattplane simulate`` sets (:mod:`wattplane.operator.gctuning`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from datetime import UTC, datetime
 
 from wattplane.cli.simulate import shipped_trace
+from wattplane.operator.gctuning import tune_gc
 from wattplane.sim.carbon import CarbonTrack
 from wattplane.sim.catalog import Catalog
 from wattplane.sim.engine import SimOptions
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--fleet", default="64x8xA40")
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--policies", nargs="*", default=list(POLICIES))
+    tune_gc()
     args = parser.parse_args()
     catalog = Catalog.builtin()
     nodes = expand(parse_fleet(args.fleet))

@@ -23,6 +23,13 @@ Configuration knobs: models (:data:`A40`, :data:`V100`, :data:`H100_SXM`, :data:
 3), ``missing_functions`` (FunctionNotFound, 13, as on an older driver), ``FakeGpu.lost`` (GpuIsLost,
 15), ``init_error`` for ``nvmlInit`` and :meth:`FakeNvml.inject` for any exception on any call.
 
+Workload power profiles and power smoothing follow the NVML reference (see ``NvmlGpu`` for what is
+documented and what assumed): a model lists the profile ids it offers (``GpuModel.workload_profiles``,
+empty ⇒ NotSupported) and whether it smooths power (``GpuModel.power_smoothing``, Blackwell's
+:data:`B200` only). Structures are the real ctypes ones, passed by reference as the binding expects;
+smoothing field values come back as real ``c_nvmlFieldValue_t`` with ramp rates in mW/s (the field
+comments in pynvml.py) while ``UpdatePresetProfileParam`` takes W/s (the reference).
+
 Every public ``nvml*`` call is recorded in :attr:`FakeNvml.calls` so tests can assert, for instance,
 that no write happened. Install with ``NvmlBackend(lib=fake)`` or
 ``monkeypatch.setattr(nvml_module, "pynvml", fake)``.
@@ -84,8 +91,18 @@ WRITE_FUNCTIONS = frozenset(
         "nvmlDeviceResetGpuLockedClocks",
         "nvmlDeviceSetMemoryLockedClocks",
         "nvmlDeviceResetMemoryLockedClocks",
+        "nvmlDeviceWorkloadPowerProfileSetRequestedProfiles",
+        "nvmlDeviceWorkloadPowerProfileClearRequestedProfiles",
+        "nvmlDevicePowerSmoothingActivatePresetProfile",
+        "nvmlDevicePowerSmoothingUpdatePresetProfileParam",
+        "nvmlDevicePowerSmoothingSetState",
     }
 )
+
+
+def _mw(watts_per_second: float | None) -> float | None:
+    """A W/s setting as the mW/s the field values report."""
+    return None if watts_per_second is None else watts_per_second * 1000.0
 
 
 def _c_uint(value: Any) -> int:
@@ -119,6 +136,10 @@ class GpuModel:
     max_mig_devices: int = 0
     #: NVML functions this model answers with NotSupported.
     unsupported: frozenset[str] = frozenset()
+    #: NVML workload power profile ids the board offers (empty: the profile calls are NotSupported).
+    workload_profiles: tuple[int, ...] = ()
+    #: Whether the board has power smoothing (Blackwell and newer per the NVML reference).
+    power_smoothing: bool = False
 
 
 def _clock_range(high: int, low: int, step: int) -> tuple[int, ...]:
@@ -163,6 +184,21 @@ H100_SXM = GpuModel(
     idle_power_mw=70_000,
     mig_capable=True,
     max_mig_devices=7,
+)
+
+#: B200 (Blackwell): 200–1000 W, boots at 1000 W; offers workload power profiles and power smoothing.
+B200 = GpuModel(
+    name="NVIDIA B200",
+    arch=getattr(_real, "NVML_DEVICE_ARCH_BLACKWELL", 10),
+    min_limit_mw=200_000,
+    max_limit_mw=1_000_000,
+    default_limit_mw=1_000_000,
+    clocks_mhz={3996: _clock_range(1965, 345, 15)},
+    idle_power_mw=140_000,
+    mig_capable=True,
+    max_mig_devices=7,
+    workload_profiles=(0, 1, 2, 3, 5, 6, 7),
+    power_smoothing=True,
 )
 
 #: Tesla P100 PCIe (Pascal): 125–250 W. No energy counter (Volta+), no locked clocks, no MIG.
@@ -224,6 +260,14 @@ class FakeGpu:
     lost: bool = False
     #: Extra NotSupported functions on top of the model's.
     unsupported: set[str] = field(default_factory=set)
+    #: Requested workload power profile ids.
+    requested_profiles: set[int] = field(default_factory=set)
+    smoothing_enabled: bool = False
+    smoothing_preset: int = 0
+    #: (preset, parameter id) → value in the setter's units (percent, W/s, ms); presets start at these.
+    smoothing_params: dict[tuple[int, int], float] = field(
+        default_factory=lambda: {(p, k): v for p in range(5) for k, v in ((0, 0.0), (1, 5000.0), (2, 5000.0))}
+    )
 
     def __post_init__(self) -> None:
         if self.limit_mw == 0:
@@ -274,6 +318,10 @@ class FakeNvml:
     # Re-exported so the instance can stand in for the module.
     NVMLError = _real.NVMLError
     NVMLLibraryMismatchError = _real.NVMLLibraryMismatchError
+    c_nvmlWorkloadPowerProfileCurrentProfiles_v1_t = _real.c_nvmlWorkloadPowerProfileCurrentProfiles_v1_t
+    c_nvmlWorkloadPowerProfileRequestedProfiles_v1_t = _real.c_nvmlWorkloadPowerProfileRequestedProfiles_v1_t
+    c_nvmlPowerSmoothingProfile_v1_t = _real.c_nvmlPowerSmoothingProfile_v1_t
+    c_nvmlPowerSmoothingState_v1_t = _real.c_nvmlPowerSmoothingState_v1_t
 
     def __init__(
         self,
@@ -411,6 +459,129 @@ class FakeNvml:
         if handle.mig is not None:
             # Limits and clocks belong to the physical board, never to a MIG instance.
             raise _nvml_error(NVML_ERROR_NOT_SUPPORTED)
+
+    # -- workload power profiles and power smoothing -------------------------------------------------
+
+    def _profiles_of(self, name: str, handle: FakeHandle) -> tuple[int, ...]:
+        self._device_checks(name, handle)
+        if not handle.gpu.model.workload_profiles:
+            raise _nvml_error(NVML_ERROR_NOT_SUPPORTED)
+        return handle.gpu.model.workload_profiles
+
+    @staticmethod
+    def _mask_ids(mask: Any) -> set[int]:
+        return {w * 32 + b for w, word in enumerate(mask.mask) for b in range(32) if word >> b & 1}
+
+    @staticmethod
+    def _set_mask(mask: Any, ids: Iterable[int]) -> None:
+        for i in ids:
+            mask.mask[i // 32] |= 1 << (i % 32)
+
+    def nvmlDeviceWorkloadPowerProfileGetCurrentProfiles(self, device: FakeHandle, currentProfiles: Any) -> int:
+        self.calls.append(Call("nvmlDeviceWorkloadPowerProfileGetCurrentProfiles", (device,)))
+        self._lookup("nvmlDeviceWorkloadPowerProfileGetCurrentProfiles")
+        offered = self._profiles_of("nvmlDeviceWorkloadPowerProfileGetCurrentProfiles", device)
+        out = currentProfiles._obj
+        if out.version != _real.nvmlWorkloadPowerProfileCurrentProfiles_v1:
+            raise _nvml_error(_real.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        self._set_mask(out.perfProfilesMask, offered)
+        self._set_mask(out.requestedProfilesMask, device.gpu.requested_profiles)
+        # Arbitration modelled simply: every requested profile is enforced.
+        self._set_mask(out.enforcedProfilesMask, device.gpu.requested_profiles)
+        return NVML_SUCCESS
+
+    def _update_profiles(self, name: str, device: FakeHandle, requested: Any, *, add: bool) -> int:
+        self.calls.append(Call(name, (device,)))
+        self._lookup(name)
+        offered = self._profiles_of(name, device)
+        self._write(device)
+        struct = requested._obj
+        if struct.version != _real.nvmlWorkloadPowerProfileRequestedProfiles_v1:
+            raise _nvml_error(_real.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        ids = self._mask_ids(struct.requestedProfilesMask)
+        if not ids <= set(offered):
+            raise _nvml_error(NVML_ERROR_INVALID_ARGUMENT)
+        if add:
+            device.gpu.requested_profiles |= ids
+        else:
+            device.gpu.requested_profiles -= ids
+        return NVML_SUCCESS
+
+    def nvmlDeviceWorkloadPowerProfileSetRequestedProfiles(self, device: FakeHandle, requestedProfiles: Any) -> int:
+        return self._update_profiles(
+            "nvmlDeviceWorkloadPowerProfileSetRequestedProfiles", device, requestedProfiles, add=True
+        )
+
+    def nvmlDeviceWorkloadPowerProfileClearRequestedProfiles(self, device: FakeHandle, requestedProfiles: Any) -> int:
+        return self._update_profiles(
+            "nvmlDeviceWorkloadPowerProfileClearRequestedProfiles", device, requestedProfiles, add=False
+        )
+
+    def _smoothing(self, name: str, device: FakeHandle, *, write: bool) -> FakeGpu:
+        self.calls.append(Call(name, (device,)))
+        self._lookup(name)
+        self._device_checks(name, device)
+        if not device.gpu.model.power_smoothing:
+            raise _nvml_error(NVML_ERROR_NOT_SUPPORTED)
+        if write:
+            self._write(device)
+        return device.gpu
+
+    def nvmlDeviceGetFieldValues(self, handle: FakeHandle, fieldIds: list[Any]) -> Any:
+        """Power-smoothing fields only; each field carries its own return code, like NVML."""
+        gpu = self._smoothing_fields_gpu(handle)
+        values = (_real.c_nvmlFieldValue_t * len(fieldIds))()
+        for slot, field_id in zip(values, fieldIds, strict=True):
+            fid, scope = field_id if isinstance(field_id, tuple) else (field_id, 0)
+            slot.fieldId, slot.scopeId = fid, scope
+            if not gpu.model.power_smoothing:
+                slot.nvmlReturn = NVML_ERROR_NOT_SUPPORTED
+                continue
+            number: float | None = {
+                _real.NVML_FI_PWR_SMOOTHING_ENABLED: float(gpu.smoothing_enabled),
+                _real.NVML_FI_PWR_SMOOTHING_ACTIVE_PRESET_PROFILE: float(gpu.smoothing_preset),
+                _real.NVML_FI_PWR_SMOOTHING_PROFILE_PERCENT_TMP_FLOOR: gpu.smoothing_params.get((scope, 0)),
+                _real.NVML_FI_PWR_SMOOTHING_PROFILE_RAMP_UP_RATE: _mw(gpu.smoothing_params.get((scope, 1))),
+                _real.NVML_FI_PWR_SMOOTHING_PROFILE_RAMP_DOWN_RATE: _mw(gpu.smoothing_params.get((scope, 2))),
+            }.get(fid)
+            if number is None:
+                slot.nvmlReturn = NVML_ERROR_NOT_SUPPORTED
+                continue
+            if fid == _real.NVML_FI_PWR_SMOOTHING_PROFILE_PERCENT_TMP_FLOOR:
+                slot.valueType, slot.value.dVal = 0, number  # double
+            else:
+                slot.valueType, slot.value.uiVal = 1, int(number)  # unsigned int
+            slot.nvmlReturn = NVML_SUCCESS
+        return values
+
+    def _smoothing_fields_gpu(self, handle: FakeHandle) -> FakeGpu:
+        self.calls.append(Call("nvmlDeviceGetFieldValues", (handle,)))
+        self._lookup("nvmlDeviceGetFieldValues")
+        self._device_checks("nvmlDeviceGetFieldValues", handle)
+        return handle.gpu
+
+    def nvmlDevicePowerSmoothingUpdatePresetProfileParam(self, device: FakeHandle, profile: Any) -> None:
+        gpu = self._smoothing("nvmlDevicePowerSmoothingUpdatePresetProfileParam", device, write=True)
+        struct = profile._obj
+        if struct.version != _real.nvmlPowerSmoothingProfile_v1 or not 0 <= struct.profileId < 5:
+            raise _nvml_error(NVML_ERROR_INVALID_ARGUMENT)
+        if struct.paramId == 0 and not 0.0 <= struct.value <= 100.0:
+            raise _nvml_error(NVML_ERROR_INVALID_ARGUMENT)
+        gpu.smoothing_params[(struct.profileId, struct.paramId)] = float(struct.value)
+
+    def nvmlDevicePowerSmoothingActivatePresetProfile(self, device: FakeHandle, profile: Any) -> None:
+        gpu = self._smoothing("nvmlDevicePowerSmoothingActivatePresetProfile", device, write=True)
+        struct = profile._obj
+        if not 0 <= struct.profileId < 5:
+            raise _nvml_error(NVML_ERROR_INVALID_ARGUMENT)
+        gpu.smoothing_preset = int(struct.profileId)
+
+    def nvmlDevicePowerSmoothingSetState(self, device: FakeHandle, state: Any) -> None:
+        gpu = self._smoothing("nvmlDevicePowerSmoothingSetState", device, write=True)
+        struct = state._obj
+        if struct.version != _real.nvmlPowerSmoothingState_v1 or struct.state not in (0, 1):
+            raise _nvml_error(NVML_ERROR_INVALID_ARGUMENT)
+        gpu.smoothing_enabled = bool(struct.state)
 
     # -- init / system ------------------------------------------------------------------------------
 

@@ -13,7 +13,12 @@ Rules every write follows:
 * **Idempotent.** Read, compare, write only on a difference; an agent restarted into a node whose
   GPUs already match the plan writes nothing.
 * **Journaled.** The GPU's prior limit and clock lock are recorded before the first write and put
-  back, exactly, when the target goes away, the plan expires, or the agent is told to let go.
+  back, exactly, when the target goes away, the plan expires, or the agent is told to let go. The
+  optional knobs (workload power profile, power smoothing) follow the same rule, each journaled
+  before its own first write.
+* **Optional knobs stay optional.** A GPU that answers NotSupported to a knob is reported (a warning
+  once, ``unsupportedFeatures`` in its status) and that knob of that GPU is never tried again while
+  the agent runs; its limit and clocks are applied as usual.
 * **Isolated.** One GPU failing (no permission, lost, ...) marks that GPU and never stops the others.
 * **Dry run** computes and reports everything, budget cuts included, and writes nothing at all.
 
@@ -27,13 +32,20 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
 from wattplane.agent.budget import BudgetDecision, BudgetGpu, BudgetParams, BudgetState, enforce
-from wattplane.agent.gpu.base import GpuBackend, GpuDevice, GpuReading, PowerConstraints
-from wattplane.agent.gpu.errors import GpuDriverError, GpuError
+from wattplane.agent.gpu.base import (
+    GpuBackend,
+    GpuDevice,
+    GpuReading,
+    PowerConstraints,
+    PowerProfileDevice,
+    PowerSmoothingState,
+)
+from wattplane.agent.gpu.errors import GpuDriverError, GpuError, GpuNotSupportedError
 from wattplane.agent.journal import Journal, PriorState
 from wattplane.agent.stats import ApplyStats
 from wattplane.api.v1alpha1.gpunode import GpuTarget, PodRef
@@ -46,6 +58,10 @@ logger = logging.getLogger(__name__)
 _WATT_TOLERANCE = 0.5e-3
 #: Ticks a GPU whose write failed is left out of budget cuts before the loop tries it again.
 _UNWRITABLE_RETRY_TICKS = 30
+#: Two smoothing parameters closer than this are equal (NVML stores them as doubles).
+_SMOOTHING_TOLERANCE = 1e-3
+#: The optional knobs, by the names status reports them under.
+Knob = Literal["workloadProfile", "powerSmoothing"]
 
 
 @dataclass
@@ -64,6 +80,22 @@ class GpuOutcome:
     """The limit the node budget imposes below the target (or below the prior limit), watts."""
     read_failed: bool = False
     """The GPU could not be read in this tick (its measurements are stale)."""
+    workload_profiles: tuple[str, ...] | None = None
+    """Requested workload power profiles as read back (``None``: no plan or journal asks for the knob)."""
+    power_smoothing: PowerSmoothingState | None = None
+    """Power smoothing as read back (``None``: no plan or journal asks for the knob)."""
+    unsupported: tuple[str, ...] = ()
+    """Knobs the target asks for that this GPU does not offer (left alone)."""
+
+
+@dataclass(frozen=True)
+class _Knobs:
+    """What the optional knobs of one GPU are after this tick's writes."""
+
+    profiles: tuple[str, ...] | None = None
+    smoothing: PowerSmoothingState | None = None
+    unsupported: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +140,8 @@ class NodeEngine:
         self._tick = 0
         self._constraints: dict[str, PowerConstraints] = {}
         self._clock_ranges: dict[str, tuple[int, int] | None] = {}
+        #: Knobs each GPU answered NotSupported to: reported, never tried again while the agent runs.
+        self._unsupported: dict[str, set[str]] = {}
         self._devices: list[GpuDevice] = list(backend.devices())
 
     @property
@@ -338,13 +372,141 @@ class NodeEngine:
             )
         clocks = self._clocks_for(device, reading, intent)
         self._write(device, reading, watts, clocks)
+        knobs = self._apply_knobs(device, intent.target)
         return GpuOutcome(
             state="Applied",
             target_watts=target_watts,
             budget_limit_watts=budget_limit,
-            message="; ".join(m for m in (budget_note, intent.note) if m),
+            message="; ".join(m for m in (budget_note, intent.note, *knobs.notes) if m),
             reason="NodeBudget" if budget_limit is not None else intent.reason,
+            workload_profiles=knobs.profiles,
+            power_smoothing=knobs.smoothing,
+            unsupported=knobs.unsupported,
         )
+
+    # -- optional knobs: workload power profile and power smoothing ---------------------------------
+
+    def _offers(self, device: GpuDevice, knob: Knob) -> bool:
+        """Whether to try ``knob`` on this GPU (a backend without the methods never offers it)."""
+        if knob in self._unsupported.get(device.identity.uuid, ()):
+            return False
+        if not isinstance(device, PowerProfileDevice):
+            self._mark_unsupported(device, knob, "the GPU's backend has no such control")
+            return False
+        return True
+
+    def _mark_unsupported(self, device: GpuDevice, knob: Knob, why: object) -> None:
+        """Remember a NotSupported answer and say so once; the knob of this GPU is left alone from now."""
+        known = self._unsupported.setdefault(device.identity.uuid, set())
+        if knob not in known:
+            known.add(knob)
+            logger.warning(
+                "GPU %s (%s) does not support %s (%s); leaving it as it is",
+                device.identity.index,
+                device.identity.uuid,
+                knob,
+                why,
+            )
+
+    def _prior_now(self, device: GpuDevice, fallback: GpuReading) -> PriorState:
+        """The GPU's limit and clocks now, for a journal entry a knob's first write creates."""
+        current = self.readings.get(device.identity.uuid)
+        return _prior_of(current if isinstance(current, GpuReading) else fallback)
+
+    def _apply_knobs(self, device: GpuDevice, target: GpuTarget | None) -> _Knobs:
+        """Bring the knobs to what ``target`` asks, or back to their journaled state when it asks none.
+
+        Read, compare, journal, write only on a difference, read back: the same rules as the limit.
+        A knob neither asked for nor journaled is never read or written.
+        """
+        uuid = device.identity.uuid
+        prior = self.journal.get(uuid)
+        fallback = self.last_good[uuid]
+        wanted_profile = target.workload_profile if target is not None else None
+        wanted_smoothing = target.power_smoothing if target is not None else None
+        profiles: tuple[str, ...] | None = None
+        smoothing: PowerSmoothingState | None = None
+        notes: list[str] = []
+        asked: list[Knob] = []
+        if wanted_profile is not None:
+            asked.append("workloadProfile")
+        if wanted_smoothing is not None:
+            asked.append("powerSmoothing")
+        journaled_profiles = prior.workload_profiles if prior is not None else None
+        if (wanted_profile is not None or journaled_profiles is not None) and self._offers(device, "workloadProfile"):
+            assert isinstance(device, PowerProfileDevice)
+            try:
+                state = device.workload_profiles()
+                goal: frozenset[str] | None = frozenset(journaled_profiles or ())
+                if wanted_profile is not None:
+                    goal = frozenset({wanted_profile}) if wanted_profile in state.available else None
+                    if goal is None:
+                        offered = ", ".join(sorted(state.available)) or "none"
+                        notes.append(f"workload profile {wanted_profile} not offered by this GPU (offers: {offered})")
+                if goal is not None and state.requested != goal:
+                    before = tuple(sorted(state.requested))
+                    self.journal.remember(uuid, replace(self._prior_now(device, fallback), workload_profiles=before))
+                    device.set_requested_workload_profiles(goal)
+                    self.stats.writes += 1
+                    state = device.workload_profiles()
+                profiles = tuple(sorted(state.requested))
+            except GpuNotSupportedError as exc:
+                self._mark_unsupported(device, "workloadProfile", exc)
+        journaled_smoothing = prior.power_smoothing if prior is not None else None
+        if (wanted_smoothing is not None or journaled_smoothing is not None) and self._offers(device, "powerSmoothing"):
+            assert isinstance(device, PowerProfileDevice)
+            try:
+                current = device.power_smoothing()
+                if wanted_smoothing is not None:
+                    aim = PowerSmoothingState(
+                        enabled=True,
+                        preset_profile=current.preset_profile,
+                        ramp_up_watts_per_second=_given(
+                            wanted_smoothing.ramp_up_watts_per_second, current.ramp_up_watts_per_second
+                        ),
+                        ramp_down_watts_per_second=_given(
+                            wanted_smoothing.ramp_down_watts_per_second, current.ramp_down_watts_per_second
+                        ),
+                        floor_percent=_given(wanted_smoothing.floor_percent, current.floor_percent),
+                    )
+                else:
+                    assert journaled_smoothing is not None
+                    aim = journaled_smoothing
+                if not _same_smoothing(current, aim):
+                    self.journal.remember(uuid, replace(self._prior_now(device, fallback), power_smoothing=current))
+                    device.set_power_smoothing(aim)
+                    self.stats.writes += 1
+                    current = device.power_smoothing()
+                smoothing = current
+            except GpuNotSupportedError as exc:
+                self._mark_unsupported(device, "powerSmoothing", exc)
+        unsupported = tuple(k for k in asked if k in self._unsupported.get(uuid, ()))
+        notes.extend(f"{k} not supported by this GPU; left as it is" for k in unsupported)
+        return _Knobs(profiles, smoothing, unsupported, tuple(notes))
+
+    def _restore_knobs(self, device: GpuDevice, prior: PriorState) -> bool:
+        """Put journaled knobs back; return whether anything was written."""
+        wrote = False
+        if prior.workload_profiles is not None and self._offers(device, "workloadProfile"):
+            assert isinstance(device, PowerProfileDevice)
+            goal = frozenset(prior.workload_profiles)
+            try:
+                if device.workload_profiles().requested != goal:
+                    device.set_requested_workload_profiles(goal)
+                    self.stats.writes += 1
+                    wrote = True
+            except GpuNotSupportedError as exc:
+                self._mark_unsupported(device, "workloadProfile", exc)
+        if prior.power_smoothing is not None and self._offers(device, "powerSmoothing"):
+            assert isinstance(device, PowerProfileDevice)
+            try:
+                if not _same_smoothing(device.power_smoothing(), prior.power_smoothing):
+                    device.set_power_smoothing(prior.power_smoothing)
+                    self.stats.writes += 1
+                    wrote = True
+            except GpuNotSupportedError as exc:
+                self._mark_unsupported(device, "powerSmoothing", exc)
+        return wrote
 
     def _clocks_for(self, device: GpuDevice, reading: GpuReading, intent: _Intent) -> tuple[int, int] | None:
         journaled = self.journal.get(device.identity.uuid)
@@ -394,6 +556,7 @@ class NodeEngine:
                 device.reset_locked_clocks()
             self.stats.writes += 1
             wrote = True
+        wrote = self._restore_knobs(device, prior) or wrote
         self.journal.forget(uuid)
         self.stats.restores += 1
         if wrote:
@@ -444,6 +607,23 @@ def _clamp_clocks(asked: tuple[int, int], supported: tuple[int, int] | None) -> 
         return asked
     low, high = supported
     return (min(high, max(low, asked[0])), min(high, max(low, asked[1])))
+
+
+def _given(asked: float | None, current: float | None) -> float | None:
+    """The value a policy asks for, or the device's own when the policy leaves it open."""
+    return current if asked is None else float(asked)
+
+
+def _same_smoothing(current: PowerSmoothingState, aim: PowerSmoothingState) -> bool:
+    """Whether ``current`` already is ``aim`` (a parameter ``aim`` leaves open matches anything)."""
+    if current.enabled != aim.enabled or current.preset_profile != aim.preset_profile:
+        return False
+    pairs = (
+        (current.ramp_up_watts_per_second, aim.ramp_up_watts_per_second),
+        (current.ramp_down_watts_per_second, aim.ramp_down_watts_per_second),
+        (current.floor_percent, aim.floor_percent),
+    )
+    return all(want is None or (have is not None and abs(have - want) <= _SMOOTHING_TOLERANCE) for have, want in pairs)
 
 
 def _prior_of(reading: GpuReading) -> PriorState:

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from wattplane.agent.budget import BudgetDecision
 from wattplane.agent.engine import GpuOutcome, PodAssignment
-from wattplane.agent.gpu.base import GpuDevice, GpuReading, PowerConstraints
+from wattplane.agent.gpu.base import GpuDevice, GpuReading, PowerConstraints, PowerSmoothingState
 from wattplane.agent.gpu.errors import GpuError
 from wattplane.api.conditions import Condition, set_condition
 from wattplane.api.v1alpha1.gpunode import (
@@ -26,6 +26,7 @@ from wattplane.api.v1alpha1.gpunode import (
     PodEnergy,
     PodRef,
     PowerConstraintsWatts,
+    PowerSmoothingStatus,
 )
 
 #: NVML clock-event reason bits, by name (tech-notes §1.4; numeric because pynvml's names are patchy).
@@ -224,6 +225,20 @@ def _gpu_status(
         message=outcome.message,
         stale=stale,
         pods=list(assignment.get(ident.uuid, ())),
+        workload_profiles=None if outcome.workload_profiles is None else list(outcome.workload_profiles),
+        power_smoothing=None if outcome.power_smoothing is None else _smoothing_status(outcome.power_smoothing),
+        unsupported_features=list(outcome.unsupported) or None,
+    )
+
+
+def _smoothing_status(state: PowerSmoothingState) -> PowerSmoothingStatus:
+    """The smoothing read back, as GpuNode status reports it."""
+    return PowerSmoothingStatus(
+        enabled=state.enabled,
+        preset_profile=state.preset_profile,
+        ramp_up_watts_per_second=state.ramp_up_watts_per_second,
+        ramp_down_watts_per_second=state.ramp_down_watts_per_second,
+        floor_percent=state.floor_percent,
     )
 
 

@@ -275,6 +275,41 @@ def _target_lines(target: GpuTarget, gpu: GpuStatus) -> list[str]:
     if "device minimum" in target.reason or "device maximum" in target.reason:
         c = gpu.constraints
         lines.append(f"  clamped to the device's range {c.min_watts:g}-{c.max_watts:g} W: no policy can go beyond it")
+    return lines + _knob_lines(target, gpu)
+
+
+def _knob_lines(target: GpuTarget, gpu: GpuStatus) -> list[str]:
+    """The device knobs the target asks for beside the limit, and what the GPU did with them."""
+    lines: list[str] = []
+    unsupported = set(gpu.unsupported_features or ())
+    if target.workload_profile is not None:
+        if "workloadProfile" in unsupported:
+            seen = "this GPU has no workload power profiles: left as it is"
+        elif gpu.workload_profiles is None:
+            seen = "not yet reported by the agent"
+        else:
+            seen = "requested on the GPU: " + (", ".join(gpu.workload_profiles) or "none")
+        lines.append(f"  knob: workload profile {target.workload_profile} (limits.workloadProfile); {seen}")
+    if target.power_smoothing is not None:
+        asked = target.power_smoothing
+        parts = [
+            f"{label} {value:g}{unit}"
+            for label, value, unit in (
+                ("ramp up", asked.ramp_up_watts_per_second, " W/s"),
+                ("ramp down", asked.ramp_down_watts_per_second, " W/s"),
+                ("floor", asked.floor_percent, "%"),
+            )
+            if value is not None
+        ]
+        state = gpu.power_smoothing
+        if "powerSmoothing" in unsupported:
+            seen = "this GPU has no power smoothing: left as it is"
+        elif state is None:
+            seen = "not yet reported by the agent"
+        else:
+            seen = f"the GPU reports it {'on' if state.enabled else 'off'} (preset {state.preset_profile})"
+        asked_text = ", ".join(parts) or "device preset values"
+        lines.append(f"  knob: power smoothing {asked_text} (limits.powerSmoothing); {seen}")
     return lines
 
 

@@ -232,6 +232,8 @@ class Decider:
             uuid=gpu.uuid,
             power_limit_watts=limit.watts,
             locked_clocks_mhz=spec.limits.locked_sm_clock_mhz if spec.limits is not None else None,
+            workload_profile=spec.limits.workload_profile if spec.limits is not None else None,
+            power_smoothing=spec.limits.power_smoothing if spec.limits is not None else None,
             policy=policy.name,
             job=state.job,
             priority=intent.priority,

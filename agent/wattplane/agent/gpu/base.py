@@ -62,6 +62,60 @@ class GpuReading:
     locked_clocks_mhz: tuple[int, int] | None = None
 
 
+@dataclass(frozen=True)
+class WorkloadProfileState:
+    """A board's workload power profiles, by wattplane's names (``MaxQ``, ``Compute``, ...).
+
+    ``requested`` is what software asked for (the knob wattplane journals and writes); ``enforced`` is
+    what the driver runs after arbitrating conflicting requests (NVML's ``enforcedProfilesMask``).
+    """
+
+    available: frozenset[str]
+    requested: frozenset[str]
+    enforced: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class PowerSmoothingState:
+    """A board's power-smoothing settings: on/off, the active preset and that preset's parameters.
+
+    Ramp rates are watts per second, the floor a percentage of the board's total module power (TMP).
+    ``None`` means the device did not say (the parameter is then neither compared nor written).
+    """
+
+    enabled: bool
+    preset_profile: int = 0
+    ramp_up_watts_per_second: float | None = None
+    ramp_down_watts_per_second: float | None = None
+    floor_percent: float | None = None
+
+
+@runtime_checkable
+class PowerProfileDevice(Protocol):
+    """Optional device knobs beyond the power limit: workload power profiles and power smoothing.
+
+    A backend whose devices lack these methods (AMD SMI) is treated as not supporting them; a device
+    that has them raises :class:`~wattplane.agent.gpu.errors.GpuNotSupportedError` when the board or
+    driver does not offer the call, and the engine then leaves that knob of the GPU alone.
+    """
+
+    def workload_profiles(self) -> WorkloadProfileState:
+        """Available, requested and enforced workload power profiles."""
+        ...
+
+    def set_requested_workload_profiles(self, profiles: frozenset[str]) -> None:
+        """Make ``profiles`` exactly the requested set (clearing the others)."""
+        ...
+
+    def power_smoothing(self) -> PowerSmoothingState:
+        """Power-smoothing state and the active preset's parameters."""
+        ...
+
+    def set_power_smoothing(self, state: PowerSmoothingState) -> None:
+        """Write the preset's parameters that are not ``None``, activate the preset, set on/off."""
+        ...
+
+
 @runtime_checkable
 class GpuDevice(Protocol):
     """One physical GPU board."""

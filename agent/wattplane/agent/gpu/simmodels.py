@@ -55,11 +55,19 @@ class SimGpuModel:
     supports_locked_clocks: bool = True
     #: Workload a board runs when it is given load without naming one.
     default_workload: str = "imagenet/resnet50"
+    #: Workload power profiles the board offers (empty: NotSupported). Modelled on what the NVML
+    #: reference says of the feature (datacenter Hopper and Blackwell boards); not measured.
+    workload_profiles: tuple[str, ...] = ()
+    #: Power smoothing (NVML: Blackwell and newer).
+    supports_power_smoothing: bool = False
 
     def temperature_celsius(self, power_watts: float) -> float:
         """A plausible steady-state temperature for the draw (no trace has temperatures)."""
         return round(30.0 + 50.0 * power_watts / self.max_watts, 1)
 
+
+#: The workload power profiles the simulated H100 and B200 offer.
+_PROFILES = ("MaxP", "MaxQ", "Compute", "MemoryBound", "Balanced", "LlmInference", "LlmTraining")
 
 MODELS: dict[str, SimGpuModel] = {
     m.name: m
@@ -67,8 +75,10 @@ MODELS: dict[str, SimGpuModel] = {
         SimGpuModel("A40", 100.0, 300.0, 300.0, 30.0, 210, 1740),
         SimGpuModel("V100", 100.0, 300.0, 300.0, 30.0, 135, 1530),
         SimGpuModel("P100", 125.0, 250.0, 250.0, 30.0, 544, 1328, supports_locked_clocks=False),
-        SimGpuModel("H100", 200.0, 700.0, 700.0, 70.0, 345, 1980),
-        SimGpuModel("B200", 200.0, 1000.0, 1000.0, 140.0, 345, 1980),
+        SimGpuModel("H100", 200.0, 700.0, 700.0, 70.0, 345, 1980, workload_profiles=_PROFILES),
+        SimGpuModel(
+            "B200", 200.0, 1000.0, 1000.0, 140.0, 345, 1980, workload_profiles=_PROFILES, supports_power_smoothing=True
+        ),
     )
 }
 

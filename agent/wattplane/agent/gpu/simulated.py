@@ -21,6 +21,14 @@ A simulated board behaves like the real thing where the agent can tell the diffe
   ``idle + phi * (top - idle)``, where ``top`` is the running curve's highest knot (its uncapped
   region); the tighter of the two limits applies. The reported SM clock maps back the same way. No public
   clock sweep was found to calibrate this; it only keeps clocks and power consistent and monotonic.
+* **Workload power profiles and power smoothing are modelled, not measured.** No public trace shows
+  what a profile does to power, so the figures are the simulator's own: ``MaxQ`` caps the board like a
+  power limit at :data:`MAXQ_LIMIT_FRACTION` of its current limit (NVML describes Max-Q as the
+  efficiency end of the trade-off), every other profile leaves power as it is. Power smoothing (NVML:
+  Blackwell and newer; the simulated B200) moves the reported and integrated draw towards the curve's
+  draw by at most the preset's ramp rates (W/s) per second of clock, and never below the floor (a
+  percentage of the board's maximum limit, standing in for total module power). Models without the
+  feature answer :class:`GpuNotSupportedError`, as NVML does.
 * **Counters are monotonic and deterministic.** Energy and progress integrate over the injected clock,
   downtime included. Optional measurement noise on the reported power (``noise_ratio``, off by default)
   is a function of the seed, the board and the whole second, so a run is reproducible; the energy counter
@@ -45,6 +53,8 @@ from wattplane.agent.gpu.base import (
     GpuIdentity,
     GpuReading,
     PowerConstraints,
+    PowerSmoothingState,
+    WorkloadProfileState,
 )
 from wattplane.agent.gpu.errors import GpuError, GpuInvalidArgumentError, GpuNotSupportedError
 from wattplane.agent.gpu.simfaults import FaultsFile, InjectedFault
@@ -69,6 +79,10 @@ def simulated_gpu_uuid(node_name: str, index: int) -> str:
 _PERSIST_EVERY_S = 5.0
 #: NVML clock-event reasons the simulator reports.
 _IDLE, _SW_POWER_CAP = 0x1, 0x4
+#: Modelled: the share of the current power limit a board runs at under the ``MaxQ`` profile.
+MAXQ_LIMIT_FRACTION = 0.8
+#: Modelled preset values of a simulated board's power smoothing before anyone changes them.
+_DEFAULT_RAMP_WATTS_PER_SECOND = 5000.0
 
 
 @dataclass
@@ -88,6 +102,16 @@ class _DeviceState:
     progress_units: float = 0.0
     #: Relative speed of this board on its workload (below 1: a straggler).
     speed_ratio: float = 1.0
+    #: Requested workload power profiles (wattplane's names).
+    workload_profiles: tuple[str, ...] = ()
+    smoothing_enabled: bool = False
+    smoothing_ramp_up: float = _DEFAULT_RAMP_WATTS_PER_SECOND
+    smoothing_ramp_down: float = _DEFAULT_RAMP_WATTS_PER_SECOND
+    smoothing_floor_percent: float = 0.0
+    #: The smoothed draw at ``last_time`` (``None``: smoothing off, the draw is the curve's).
+    smoothed_watts: float | None = None
+    profile_writes: int = 0
+    smoothing_writes: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,7 +164,10 @@ class SimulatedGpu:
         return PowerConstraints(self.model.min_watts, self.model.max_watts, self.model.default_watts)
 
     def inject_fault(self, operation: str, error: GpuError | None) -> None:
-        """Make ``operation`` (``read``, ``set_power_limit``, ``constraints``, ``clocks``) fail."""
+        """Make ``operation`` fail (``read``, ``set_power_limit``, ``constraints``, ``clocks``, ...).
+
+        ``profiles`` and ``smoothing`` fail the workload-profile and power-smoothing calls.
+        """
         if error is None:
             self.faults.pop(operation, None)
         else:
@@ -200,7 +227,7 @@ class SimulatedGpu:
         with self._lock:
             persist = self._advance()
             operating = self._operating()
-            power = self.power_watts()
+            power = self.power_watts() if self.state.smoothed_watts is None else self.state.smoothed_watts
             limit = self.state.power_limit_watts
             reading = GpuReading(
                 power_watts=self._measured(power),
@@ -262,6 +289,67 @@ class SimulatedGpu:
                 self.state.clock_writes += 1
         self.on_change()
 
+    # -- optional knobs (PowerProfileDevice) ---------------------------------------------------------
+
+    def workload_profiles(self) -> WorkloadProfileState:
+        """The model's profiles and the requested ones (all enforced: no arbitration is modelled)."""
+        self._fail_if_faulty("profiles")
+        if not self.model.workload_profiles:
+            raise GpuNotSupportedError(f"{self.model.name} has no workload power profiles")
+        requested = frozenset(self.state.workload_profiles)
+        return WorkloadProfileState(frozenset(self.model.workload_profiles), requested, requested)
+
+    def set_requested_workload_profiles(self, profiles: frozenset[str]) -> None:
+        """Request exactly ``profiles``; one the model does not offer is refused like a bad argument."""
+        self._fail_if_faulty("profiles")
+        if not self.model.workload_profiles:
+            raise GpuNotSupportedError(f"{self.model.name} has no workload power profiles")
+        unknown = sorted(profiles - set(self.model.workload_profiles))
+        if unknown:
+            raise GpuInvalidArgumentError(f"{self.model.name} does not offer profile(s) {', '.join(unknown)}")
+        with self._lock:
+            self._advance()
+            self.state.workload_profiles = tuple(sorted(profiles))
+            self.state.profile_writes += 1
+        self.on_change()
+
+    def power_smoothing(self) -> PowerSmoothingState:
+        """The one modelled preset (0) and its parameters."""
+        self._fail_if_faulty("smoothing")
+        if not self.model.supports_power_smoothing:
+            raise GpuNotSupportedError(f"{self.model.name} has no power smoothing (Blackwell or newer)")
+        st = self.state
+        return PowerSmoothingState(
+            enabled=st.smoothing_enabled,
+            preset_profile=0,
+            ramp_up_watts_per_second=st.smoothing_ramp_up,
+            ramp_down_watts_per_second=st.smoothing_ramp_down,
+            floor_percent=st.smoothing_floor_percent,
+        )
+
+    def set_power_smoothing(self, state: PowerSmoothingState) -> None:
+        """Set the preset's given parameters and switch smoothing on or off (preset 0 only)."""
+        self._fail_if_faulty("smoothing")
+        if not self.model.supports_power_smoothing:
+            raise GpuNotSupportedError(f"{self.model.name} has no power smoothing (Blackwell or newer)")
+        if state.preset_profile != 0:
+            raise GpuInvalidArgumentError(f"preset {state.preset_profile} does not exist (the simulator has preset 0)")
+        if state.floor_percent is not None and not 0.0 <= state.floor_percent <= 100.0:
+            raise GpuInvalidArgumentError(f"power floor {state.floor_percent}% outside 0-100%")
+        with self._lock:
+            self._advance()
+            st = self.state
+            if state.ramp_up_watts_per_second is not None:
+                st.smoothing_ramp_up = float(state.ramp_up_watts_per_second)
+            if state.ramp_down_watts_per_second is not None:
+                st.smoothing_ramp_down = float(state.ramp_down_watts_per_second)
+            if state.floor_percent is not None:
+                st.smoothing_floor_percent = float(state.floor_percent)
+            st.smoothing_enabled = state.enabled
+            st.smoothed_watts = self.power_watts() if state.enabled else None
+            st.smoothing_writes += 1
+        self.on_change()
+
     # -- model ---------------------------------------------------------------------------------------
 
     def _operating(self) -> _Operating | None:
@@ -277,7 +365,10 @@ class SimulatedGpu:
             self._cache[key] = point
         curve, duty = point
         clock_limit = self._clock_limit(curve)
-        return _Operating(curve, duty, min(self.state.power_limit_watts, clock_limit), clock_limit)
+        limit = self.state.power_limit_watts
+        if "MaxQ" in self.state.workload_profiles:
+            limit = max(self.model.min_watts, MAXQ_LIMIT_FRACTION * limit)  # modelled, see the module docstring
+        return _Operating(curve, duty, min(limit, clock_limit), clock_limit)
 
     def _clock_limit(self, curve: LimitCurve) -> float:
         """R5: the power limit equivalent to the clock lock (infinite when unlocked)."""
@@ -318,7 +409,7 @@ class SimulatedGpu:
         dt = now - self.state.last_time
         if dt <= 0:
             return False
-        self.state.energy_joules += self.power_watts() * dt
+        self.state.energy_joules += self._smoothed(self.power_watts(), dt) * dt
         operating = self._operating()
         if operating is not None:
             rate = operating.curve.rate(operating.effective_limit)
@@ -326,6 +417,17 @@ class SimulatedGpu:
         before = self.state.last_time
         self.state.last_time = now
         return int(now // _PERSIST_EVERY_S) != int(before // _PERSIST_EVERY_S)
+
+    def _smoothed(self, drawn: float, dt: float) -> float:
+        """The draw after ``dt`` seconds of smoothing towards ``drawn`` (``drawn`` itself when off)."""
+        st = self.state
+        if not st.smoothing_enabled:
+            st.smoothed_watts = None
+            return drawn
+        last = drawn if st.smoothed_watts is None else st.smoothed_watts
+        moved = min(last + st.smoothing_ramp_up * dt, max(last - st.smoothing_ramp_down * dt, drawn))
+        st.smoothed_watts = max(moved, st.smoothing_floor_percent / 100.0 * self.model.max_watts)
+        return st.smoothed_watts
 
     def _fail_if_faulty(self, operation: str) -> None:
         if self.external_faults is not None:
@@ -449,6 +551,7 @@ class SimulatedBackend:
         for gpu_uuid, values in raw.get("devices", {}).items():
             clocks = values.get("locked_clocks_mhz")
             values["locked_clocks_mhz"] = tuple(clocks) if clocks else None
+            values["workload_profiles"] = tuple(values.get("workload_profiles", ()))
             states[gpu_uuid] = _DeviceState(**{k: v for k, v in values.items() if k in known})
         return states
 

@@ -78,6 +78,44 @@ class ClockRangeMHz(ApiModel):
         return self
 
 
+#: Workload power profiles a policy may request, by wattplane's names. Each maps to one NVML
+#: ``NVML_POWER_PROFILE_*`` id (nvidia-ml-py 13.615.71, ``nvmlPowerProfileType_t``); a board lists the
+#: ones it offers, and one it does not offer is reported and not requested.
+WorkloadProfile = Literal[
+    "MaxP",
+    "MaxQ",
+    "Compute",
+    "MemoryBound",
+    "Network",
+    "Balanced",
+    "LlmInference",
+    "LlmTraining",
+    "Hpc",
+    "Training",
+    "Inference",
+    "HighThroughputInference",
+    "MediumThroughputInference",
+    "LowLatencyInference",
+    "LowPriorityBackground",
+]
+
+
+class PowerSmoothing(ApiModel):
+    """Power smoothing (NVML, Blackwell and newer): bound how fast a GPU's draw moves, hold a floor.
+
+    A rack's power then does not swing when a synchronous job's steps start and stop. Absent fields
+    keep the device's preset value. Rates are watts per second; the floor is a percentage of the
+    board's total module power (TMP), which the GPU keeps drawing even when its work pauses.
+    """
+
+    ramp_up_watts_per_second: float | None = Field(default=None, gt=0, le=1e6)
+    """Fastest rise of the GPU's power, watts per second."""
+    ramp_down_watts_per_second: float | None = Field(default=None, gt=0, le=1e6)
+    """Fastest fall of the GPU's power, watts per second."""
+    floor_percent: float | None = Field(default=None, ge=0, le=100)
+    """Power the GPU holds at least, percent of its total module power."""
+
+
 class PowerLimits(ApiModel):
     """Static power caps (MIT Lincoln Lab found 60-80% of the default limit a good trade-off).
 
@@ -113,6 +151,12 @@ class PowerLimits(ApiModel):
     """Lower bound as a fraction of the device's default limit."""
     locked_sm_clock_mhz: ClockRangeMHz | None = Field(default=None, alias="lockedSmClockMHz")
     """Optional locked SM clock range applied with the cap."""
+    workload_profile: WorkloadProfile | None = None
+    """Optional workload power profile requested with the cap (NVML workload power profiles). A GPU
+    that does not offer it is reported once and left as it is."""
+    power_smoothing: PowerSmoothing | None = None
+    """Optional power smoothing applied with the cap; meant for racks under a ``budget``, whose power
+    should move slowly. A GPU without it is reported once and left as it is."""
 
     @model_validator(mode="after")
     def _ordered(self) -> PowerLimits:

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field
 from wattplane.api.base import ApiModel, LenientApiModel
 from wattplane.api.conditions import Condition
 from wattplane.api.crd import CrdInfo, PrinterColumn
-from wattplane.api.v1alpha1.energypolicy import ClockRangeMHz
+from wattplane.api.v1alpha1.energypolicy import ClockRangeMHz, PowerSmoothing, WorkloadProfile
 
 CRD = CrdInfo(
     kind="GpuNode",
@@ -47,6 +47,10 @@ class GpuTarget(ApiModel):
     """Power limit to apply, watts (the agent clamps it into the device's constraints)."""
     locked_clocks_mhz: ClockRangeMHz | None = Field(default=None, alias="lockedClocksMHz")
     """Locked SM clock range, if any."""
+    workload_profile: WorkloadProfile | None = None
+    """Workload power profile to request, if any (the policy's ``limits.workloadProfile``)."""
+    power_smoothing: PowerSmoothing | None = None
+    """Power smoothing to apply, if any (the policy's ``limits.powerSmoothing``)."""
     policy: str = ""
     """EnergyPolicy that produced this target."""
     job: str = ""
@@ -120,6 +124,21 @@ class PodRef(ApiModel):
     """The container the GPU is allocated to (empty when unknown)."""
 
 
+class PowerSmoothingStatus(LenientApiModel):
+    """A GPU's power smoothing as the agent read it back."""
+
+    enabled: bool
+    """Whether power smoothing is on."""
+    preset_profile: int = 0
+    """The active preset profile (NVML keeps several)."""
+    ramp_up_watts_per_second: float | None = None
+    """The preset's fastest power rise, watts per second."""
+    ramp_down_watts_per_second: float | None = None
+    """The preset's fastest power fall, watts per second."""
+    floor_percent: float | None = None
+    """The preset's power floor, percent of total module power."""
+
+
 class GpuStatus(LenientApiModel):
     """One GPU as the agent last saw it."""
 
@@ -163,6 +182,13 @@ class GpuStatus(LenientApiModel):
     """The GPU could not be read this time; its measurements are from the last successful read."""
     pods: list[PodRef] = Field(default_factory=list)
     """Pods (and containers) the GPU is allocated to, as the kubelet's PodResources API reports them."""
+    workload_profiles: list[str] | None = None
+    """Workload power profiles requested on the board, as read back (absent when no plan asks for one)."""
+    power_smoothing: PowerSmoothingStatus | None = None
+    """Power smoothing as read back (absent when no plan asks for it)."""
+    unsupported_features: list[str] | None = None
+    """Knobs the plan asked for that this GPU does not offer (``workloadProfile``, ``powerSmoothing``);
+    they are left alone on this GPU. Absent when there are none."""
 
 
 class PodEnergy(ApiModel):
