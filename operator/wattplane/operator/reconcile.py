@@ -73,8 +73,8 @@ class Reconciler:
         self.api_writes = 0
         #: Keeps its decisions between rounds and re-decides only what changed since the last one.
         self.planner = Planner()
-        #: node → (plan generation in force, targets, budget, cut order) known to match the plan:
-        #: while the next plan hands the same objects, the node needs no comparison, only renewal.
+        #: node → (plan generation and TTL in force, targets, budget, cut order) known to match the
+        #: plan: while the next plan hands the same objects, the node needs no comparison, only renewal.
         self._in_sync: dict[str, tuple[object, ...]] = {}
 
     @property

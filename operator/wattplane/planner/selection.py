@@ -8,10 +8,11 @@ ties go to the alphabetically first name: deterministic, so two replicas or two 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from wattplane.api.annotations import PodIntent
+from wattplane.api.selectors import LabelSelector
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicySpec
 from wattplane.planner.snapshot import PodView, PolicyView
 
@@ -102,21 +103,20 @@ class Selector:
         mask = self._by_namespace.get(namespace)
         if mask is None:
             labels = self._namespace_labels.get(namespace, {})
-            mask = 0
-            for i, p in enumerate(self.ranked):
-                selector = p.spec.selector.namespace_selector
-                if selector is None or selector.matches(labels):
-                    mask |= 1 << i
-            self._by_namespace[namespace] = mask
+            mask = self._by_namespace[namespace] = self._mask(lambda p: p.spec.selector.namespace_selector, labels)
         return mask
 
     def _label_mask(self, key: tuple[tuple[str, str], ...], labels: Mapping[str, str]) -> int:
         mask = self._by_labels.get(key)
         if mask is None:
-            mask = 0
-            for i, p in enumerate(self.ranked):
-                selector = p.spec.selector.pod_selector
-                if selector is None or selector.matches(labels):
-                    mask |= 1 << i
-            self._by_labels[key] = mask
+            mask = self._by_labels[key] = self._mask(lambda p: p.spec.selector.pod_selector, labels)
+        return mask
+
+    def _mask(self, selector_of: Callable[[PolicyView], LabelSelector | None], labels: Mapping[str, str]) -> int:
+        """Bit i set: the selector ``selector_of`` picks from the i-th ranked policy matches ``labels``."""
+        mask = 0
+        for i, policy in enumerate(self.ranked):
+            selector = selector_of(policy)
+            if selector is None or selector.matches(labels):
+                mask |= 1 << i
         return mask

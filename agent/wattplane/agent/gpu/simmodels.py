@@ -16,6 +16,21 @@ DGX B200 user guide's power-capping example, docs.nvidia.com/dgx/dgxb200-user-gu
 Idle power and clock ranges are not in any trace and are stated assumptions; for the swept boards the
 idle draw is kept below the lowest average draw their trace shows while working (V100 34.8 W, P100
 33.3 W, A40 79.9 W), and for H100/B200 it is a round figure well below the ML.ENERGY minimum.
+
+* **MI300X, MI250X** (AMD Instinct, OAM) are **modelled**: no power-limit sweep of an AMD board is public,
+  so their training workloads are the measured NVIDIA A40 curves carried over by rule R3, exactly as for
+  H100/B200 (the shape of perf-vs-power is the A40's, scaled to the board's limit and peak throughput).
+  They have no inference tables (ML.ENERGY has no AMD measurement). Published figures used: MI300X
+  750 W peak total board power, 2100 MHz peak engine clock, 1307.4 TFLOPS peak dense BF16 (AMD Instinct
+  MI300X data sheet; consistent with the MI300A data sheet's 980.6 TFLOPS at 228 CUs scaled to the
+  MI300X's 304, and with AMD's "3.4x MI250X in matrix FP16/BF16"); MI250X 560 W peak board power (500 W
+  TDP), 1700 MHz peak engine clock, 383 TFLOPS peak BF16 (AMD Instinct MI200 series specifications).
+  Secondary sources that quote them: meterpreter.org "AMD confirms Instinct MI300X power consumption up
+  to 750W" (MI300X 750 W, MI250X 560 W), zexron.com's MI250X launch report (383 TF, 1.7 GHz),
+  vengineer.hatenablog.com 2023-12-11 (MI300A data sheet). The default limit is taken as the peak board
+  power. The lowest settable limit, the idle draw and the minimum clock are not published and are
+  stated assumptions, the same as the AMD SMI test fake's boards (MI300X 200 W / 140 W idle, MI250X
+  100 W / 90 W idle, 500 MHz), so a simulated node and the faked agent agree.
 """
 
 from __future__ import annotations
@@ -79,8 +94,14 @@ MODELS: dict[str, SimGpuModel] = {
         SimGpuModel(
             "B200", 200.0, 1000.0, 1000.0, 140.0, 345, 1980, workload_profiles=_PROFILES, supports_power_smoothing=True
         ),
+        # Modelled AMD boards (see the module docstring for the published figures and the assumptions).
+        SimGpuModel("MI300X", 200.0, 750.0, 750.0, 140.0, 500, 2100),
+        SimGpuModel("MI250X", 100.0, 560.0, 560.0, 90.0, 500, 1700),
     )
 }
+
+#: Boards whose every curve is modelled (R3 from the A40), with no measurement of that vendor's hardware.
+MODELLED_MODELS: tuple[str, ...] = ("MI300X", "MI250X")
 
 #: Packaged Zeus traces of the swept boards.
 _ZEUS_FILES = {
@@ -102,7 +123,8 @@ REFERENCE_MODEL = "A40"
 #: real training speed-ups (small models are rarely compute-bound), so extrapolated epochs are optimistic
 #: in absolute terms; the slowdown against the limit, which is what power policies act on, does not
 #: depend on this number.
-DENSE_BF16_TFLOPS = {"A40": 149.7, "H100": 989.4, "B200": 2250.0}
+#: MI300X 1307.4 and MI250X 383.0 are AMD's published peak dense BF16 figures (see the module docstring).
+DENSE_BF16_TFLOPS = {"A40": 149.7, "H100": 989.4, "B200": 2250.0, "MI300X": 1307.4, "MI250X": 383.0}
 #: R4 borrows the cap behaviour of a transformer: BERT fine-tuning on SQuAD at its Zeus default.
 INFERENCE_SHAPE = "squad/bert_base_uncased"
 #: Inference workload a bare ``llm-inference`` names: a widely used LLM measured on one GPU of both models.
@@ -299,6 +321,15 @@ def builtin_catalog() -> Catalog:
             aliases[f"{config.task}/{config.model_id}"] = str(config)  # the fewest GPUs wins (sorted last)
         aliases["llm-inference"] = DEFAULT_INFERENCE
         workloads[model] = ModelWorkloads(entries, aliases)
+    for model in MODELLED_MODELS:
+        curves = _extrapolated_training(MODELS[model], reference, measured[REFERENCE_MODEL])
+        source = (
+            f"modelled (R3): the shape of {REFERENCE_MODEL} {_ZEUS_FILES[REFERENCE_MODEL]} scaled to {model}'s "
+            "published limit and peak BF16; no measurement of this board"
+        )
+        workloads[model] = ModelWorkloads(
+            {str(k): TrainingWorkload(k, source, c) for k, c in curves.items()}, _training_aliases(curves)
+        )
     return Catalog(dict(MODELS), workloads)
 
 
