@@ -231,6 +231,9 @@ def status_material(status: Mapping[str, Any]) -> Mapping[str, Any]:
     start the next round (the operator would replan and write several times a second).
     """
     material = {k: v for k, v in status.items() if k not in _MEASUREMENTS}
+    budget = status.get("budget")
+    if isinstance(budget, Mapping):  # what the budget covers is its footing, not a measurement
+        material["budget"] = {k: budget.get(k) for k in ("watts", "nodes")}
     if isinstance(material.get("carbonBudgets"), list):
         material["carbonBudgets"] = [_account_material(a) for a in material["carbonBudgets"]]
     return material

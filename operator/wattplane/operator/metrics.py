@@ -40,6 +40,11 @@ class ReconcilerFacts(Protocol):
         ...
 
     @property
+    def events_posted(self) -> int:
+        """Of those, the Events posted (bad annotations, shadowed pods)."""
+        ...
+
+    @property
     def last_round_seconds(self) -> float:
         """Duration of the last planning round, seconds."""
         ...
@@ -65,6 +70,11 @@ class OperatorCollector(Collector):
         )
         yield CounterMetricFamily(
             "wattplane_operator_api_writes", "Patches and events written to the API server.", value=f.api_writes
+        )
+        yield CounterMetricFamily(
+            "wattplane_operator_events_posted",
+            "Events posted to the API server (part of the API writes).",
+            value=f.events_posted,
         )
         yield GaugeMetricFamily(
             "wattplane_operator_round_duration_seconds",

@@ -71,6 +71,7 @@ class Reconciler:
         self._shadow_told: dict[str, tuple[tuple[str, str], ...]] = {}
         self.last_plan: Plan | None = None
         self.api_writes = 0
+        self.events_posted = 0
         #: Keeps its decisions between rounds and re-decides only what changed since the last one.
         self.planner = Planner()
         #: node → (plan generation and TTL in force, targets, budget, cut order) known to match the
@@ -355,6 +356,7 @@ class Reconciler:
         try:
             await self._core.create_namespaced_event(namespace, body)
             self.api_writes += 1
+            self.events_posted += 1
         except ApiException as exc:
             logger.warning("could not post event %s on %s: %s", reason, involved.get("name"), exc.reason)
 

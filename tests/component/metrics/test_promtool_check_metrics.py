@@ -50,6 +50,7 @@ class _Facts:
     rounds = 12
     round_errors = 1
     api_writes = 40
+    events_posted = 3
     last_round_seconds = 0.004
     last_plan = Plan(
         nodes={},

@@ -236,6 +236,20 @@ def test_status_material_ignores_only_measurements() -> None:
     assert status_material(wire) == {"matchedPods": 1, "allocatedWatts": 200.0}
 
 
+def test_what_a_budget_covers_is_written_at_once_its_measurements_wait() -> None:
+    """What a budget covers is written at once; its measured draw moving alone waits for the refresh.
+
+    A budget that first covered no node (its Nodes' labels not yet seen) and then three must not keep
+    saying 0 nodes until the next refresh.
+    """
+
+    def budget(nodes: int, measured: float) -> dict[str, object]:
+        return {"budget": {"watts": 1500.0, "nodes": nodes, "measuredWatts": measured, "allocatedWatts": 1400.0}}
+
+    assert status_material(budget(0, 0.0)) != status_material(budget(3, 0.0))
+    assert status_material(budget(3, 900.0)) == status_material(budget(3, 1100.0))
+
+
 def test_carbon_budget_accrual_waits_but_a_new_plan_is_written_at_once() -> None:
     def account(seconds: float, now: str, planned: list[tuple[str, float]]) -> dict[str, object]:
         return {
