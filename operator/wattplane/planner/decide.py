@@ -98,6 +98,11 @@ def budgeted(policy: PolicyView) -> bool:
     return policy.spec.carbon is not None and policy.spec.carbon.mode == "Budgeted"
 
 
+def _stepped(weight: float) -> float:
+    """The carbon weight as applied: in steps of 1/_WEIGHT_STEPS (a target depends on this, not on w)."""
+    return round(weight * _WEIGHT_STEPS) / _WEIGHT_STEPS
+
+
 def carbon_key(decision: WeightDecision | None) -> tuple[object, ...] | None:
     """What of a carbon weight decision a target depends on: the stepped weight and the reason.
 
@@ -105,7 +110,7 @@ def carbon_key(decision: WeightDecision | None) -> tuple[object, ...] | None:
     """
     if decision is None:
         return None
-    weight = None if decision.weight is None else round(decision.weight * _WEIGHT_STEPS)
+    weight = None if decision.weight is None else _stepped(decision.weight)
     return (weight, decision.reason)
 
 
@@ -306,7 +311,7 @@ class Decider:
             efficient = min(max(efficient, gpu.min_watts), gpu.max_watts)
             # w moves a little every round as the look-ahead window slides; steps of 1/20 keep the
             # limit (and the agents' writes) still until the change is worth a write.
-            weight = round(decision.weight * _WEIGHT_STEPS) / _WEIGHT_STEPS
+            weight = _stepped(decision.weight)
             watts = carbon_limit(efficient, gpu.max_watts, weight)
             out.append(_Proposal(watts, "carbon", f"{decision.reason}; efficient = {basis} → {watts:.0f} W"))
         if straggler is not None:

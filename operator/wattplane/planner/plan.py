@@ -241,7 +241,7 @@ class Planner:
         self._update_gpus(snapshot, changes)
         self._update_signals(context, changes)
         decider = Decider(context, self._carbon, self._carbon_budgets)
-        self._redecide(snapshot, decider, changes)
+        self._redecide(decider, changes)
         self._update_budgets(snapshot, context, changes)
         self._update_outputs(changes)
         for name in changes.policies:
@@ -495,7 +495,7 @@ class Planner:
 
     # -- decisions ----------------------------------------------------------------------------------
 
-    def _redecide(self, snapshot: FleetSnapshot, decider: Decider, changes: _Changes) -> None:
+    def _redecide(self, decider: Decider, changes: _Changes) -> None:
         for node in changes.nodes:
             gpus = self._node_gpus.get(node)
             if gpus is None:
