@@ -47,6 +47,7 @@ from wattplane.agent.gpu.base import (
 )
 from wattplane.agent.gpu.errors import GpuDriverError, GpuError, GpuNotSupportedError
 from wattplane.agent.journal import Journal, PriorState
+from wattplane.agent.ramp import RampState, budget_in_force, ramping
 from wattplane.agent.stats import ApplyStats
 from wattplane.api.v1alpha1.gpunode import GpuTarget, PodRef
 
@@ -135,6 +136,8 @@ class NodeEngine:
         #: The node budget's last decision (``None`` until a tick ran with the plan in force).
         self.budget: BudgetDecision | None = None
         self._budget_state: BudgetState | None = None
+        #: Where the node's budget in force stands on its ramp (``None`` before any tick).
+        self._ramp: RampState | None = None
         #: GPUs whose last write failed → the tick from which the budget may try them again.
         self._unwritable: dict[str, int] = {}
         self._tick = 0
@@ -143,6 +146,16 @@ class NodeEngine:
         #: Knobs each GPU answered NotSupported to: reported, never tried again while the agent runs.
         self._unsupported: dict[str, set[str]] = {}
         self._devices: list[GpuDevice] = list(backend.devices())
+
+    @property
+    def budget_ramping(self) -> bool:
+        """Whether the node's budget in force is still moving along a ramp (tick again to follow it)."""
+        return ramping(self._ramp)
+
+    @property
+    def budget_in_force_watts(self) -> float | None:
+        """The budget the last tick enforced: the node's share, or a point on the ramp towards it."""
+        return self._ramp.watts if self._ramp is not None else None
 
     @property
     def devices(self) -> Sequence[GpuDevice]:
@@ -161,12 +174,16 @@ class NodeEngine:
         expired: bool = False,
         node_budget_watts: float | None = None,
         budget_priorities: Mapping[str, int] | None = None,
+        budget_ramp_watts_per_second: float | None = None,
+        now: float | None = None,
     ) -> dict[str, GpuOutcome]:
         """One tick: bring every GPU to its target within the node budget, or back to its prior state.
 
         ``expired`` means the plan outlived its TTL (the operator is gone): every GPU is restored and
         the budget, part of that plan, lapses with it. ``budget_priorities`` is the plan's cut order
         by UUID (a GPU absent from it ranks by its target's priority, or 0 without a target).
+        ``budget_ramp_watts_per_second`` moves the budget in force towards ``node_budget_watts`` at
+        that rate, by ``now`` (seconds, any monotonic clock; :mod:`wattplane.agent.ramp`).
         """
         self._tick += 1
         self.read_all()
@@ -182,7 +199,13 @@ class NodeEngine:
                 intents[uuid] = self._intent(device, reading, None if expired else by_uuid.get(uuid))
             except Exception as exc:
                 self._fail(device, _as_gpu_error(exc, device))
-        decision = self._decide_budget(intents, None if expired else node_budget_watts, budget_priorities or {})
+        decision = self._decide_budget(
+            intents,
+            None if expired else node_budget_watts,
+            budget_priorities or {},
+            None if expired else budget_ramp_watts_per_second,
+            now,
+        )
         for device in self._devices:
             uuid = device.identity.uuid
             intent = intents.get(uuid)
@@ -218,6 +241,7 @@ class NodeEngine:
                 failures.append(f"{uuid}: {exc}")
                 logger.error("restore of GPU %s failed: %s", uuid, exc)
         self._budget_state = None
+        self._ramp = None
         return failures
 
     def read_all(self) -> dict[str, GpuReading | GpuError]:
@@ -286,7 +310,12 @@ class NodeEngine:
         )
 
     def _decide_budget(
-        self, intents: Mapping[str, _Intent], budget_watts: float | None, priorities: Mapping[str, int]
+        self,
+        intents: Mapping[str, _Intent],
+        budget_watts: float | None,
+        priorities: Mapping[str, int],
+        ramp_watts_per_second: float | None = None,
+        now: float | None = None,
     ) -> BudgetDecision:
         gpus: list[BudgetGpu] = []
         for device in self._devices:
@@ -308,6 +337,15 @@ class NodeEngine:
                     controllable=steerable and self._unwritable.get(uuid, 0) <= self._tick,
                 )
             )
+        self._ramp = budget_in_force(
+            self._ramp,
+            budget_watts,
+            ramp_watts_per_second,
+            now,
+            math.fsum(g.power_watts for g in gpus),
+            math.fsum(g.ceiling_watts if g.controllable else g.power_watts for g in gpus),
+        )
+        budget_watts = self._ramp.watts
         state = self._budget_state
         if state is None:
             state = self._state_from_devices(gpus)

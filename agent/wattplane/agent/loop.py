@@ -199,6 +199,8 @@ class AgentLoop:
             expired=expired,
             node_budget_watts=self.spec.node_budget_watts,
             budget_priorities={p.uuid: p.priority for p in self.spec.budget_priorities or ()},
+            budget_ramp_watts_per_second=self.spec.node_budget_ramp_watts_per_second,
+            now=loop_time,
         )
         publications = self._publications(loop_time, expired=expired)
         if background_status:

@@ -43,15 +43,19 @@ def node_spec_update(
     node_budget_watts: float | None = None,
     budget_priorities: Sequence[BudgetPriority] = (),
     node: str = "",
+    budget_ramp_watts_per_second: float | None = None,
 ) -> GpuNodeSpec | None:
     """The spec to write for a node, or ``None`` when the current one stands."""
     # To the 0.1 W, rounded down: the shares of a budget must not add up to more than the budget
     # (a share is positive, so the smallest is 0.1 W).
     budget = None if node_budget_watts is None else max(0.1, math.floor(node_budget_watts * 10.0 + 1e-6) / 10.0)
+    # A rate is written to the mW/s: enough for any ramp, and it stays put between rounds.
+    ramp = None if budget_ramp_watts_per_second is None else max(0.001, round(budget_ramp_watts_per_second, 3))
     changed = (
         list(targets) != list(current.gpus)
         or current.ttl_seconds != ttl_seconds
         or current.node_budget_watts != budget
+        or current.node_budget_ramp_watts_per_second != ramp
         or list(budget_priorities) != list(current.budget_priorities or ())
     )
     if changed:
@@ -60,6 +64,7 @@ def node_spec_update(
             issued_at=now,
             ttl_seconds=ttl_seconds,
             node_budget_watts=budget,
+            node_budget_ramp_watts_per_second=ramp,
             budget_priorities=list(budget_priorities) or None,
             gpus=list(targets),
         )

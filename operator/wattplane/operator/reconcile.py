@@ -94,11 +94,19 @@ class Reconciler:
             self.trigger()
             await self._round_done.wait_for(lambda: self._rounds >= target)
 
+    def _wait_s(self) -> float:
+        """How long the loop may sleep: the resync interval, or less when a budget window starts or ends sooner."""
+        wait = self.settings.resync_interval_s
+        due = self.last_plan.next_change_at if self.last_plan is not None else None
+        if due is not None:
+            wait = min(wait, max((due - datetime.now(UTC)).total_seconds(), 0.0))
+        return wait
+
     async def run(self) -> None:
-        """Plan forever: on events (debounced) and at least every ``resync_interval_s``."""
+        """Plan forever: on events (debounced), at least every ``resync_interval_s``, and when a budget window turns."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=self.settings.resync_interval_s)
+                await asyncio.wait_for(self._dirty.wait(), timeout=self._wait_s())
             await asyncio.sleep(self.settings.debounce_s)
             self._dirty.clear()
             started = asyncio.get_running_loop().time()
@@ -218,7 +226,8 @@ class Reconciler:
                 continue
             budget = result.node_budgets.get(node)
             priorities = result.budget_priorities.get(node, ())
-            mark = (record.spec.plan_generation, record.spec.ttl_seconds, targets, budget, priorities)
+            ramp = result.node_budget_ramps.get(node)
+            mark = (record.spec.plan_generation, record.spec.ttl_seconds, targets, budget, priorities, ramp)
             if self._in_sync.get(node) == mark and not renewal_due(record.spec, now, ttl, node=node):
                 continue  # the same plan objects as last round, and the spec in force came from them
             update = node_spec_update(
@@ -229,11 +238,12 @@ class Reconciler:
                 node_budget_watts=budget,
                 budget_priorities=priorities,
                 node=node,
+                budget_ramp_watts_per_second=ramp,
             )
             if update is None:
                 self._in_sync[node] = mark
             else:
-                writes.append(self._write_plan(node, record, update, (targets, budget, priorities)))
+                writes.append(self._write_plan(node, record, update, (targets, budget, priorities, ramp)))
         if not writes:
             return
         gate = asyncio.Semaphore(self.settings.write_concurrency)

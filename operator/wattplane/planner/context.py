@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget, JobProfile
+from wattplane.api.v1alpha1.energypolicy import BudgetWindow, JobCarbonBudget, JobProfile
 from wattplane.planner.budget import Rebalance
 from wattplane.planner.snapshot import PodKey
 
@@ -54,6 +54,8 @@ class PlanContext:
         budget_interval_s: Measured power alone re-shares a budget at most this often, seconds (the
             operator's planning interval).
         carbon_budgets: Slowdown accounts of budgeted carbon jobs by job id, as the last plan left them.
+        grid_windows: Budget windows from outside the policies (demand-response events), by policy
+            name; a budget holds them like its own ``schedule``.
     """
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -64,3 +66,4 @@ class PlanContext:
     budget_rebalances: Mapping[str, Rebalance] = field(default_factory=dict)
     budget_interval_s: float = 30.0
     carbon_budgets: Mapping[str, JobCarbonBudget] = field(default_factory=dict)
+    grid_windows: Mapping[str, tuple[BudgetWindow, ...]] = field(default_factory=dict)

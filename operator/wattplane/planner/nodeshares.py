@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from wattplane.api.v1alpha1.energypolicy import BudgetStatus
 from wattplane.api.v1alpha1.gpunode import BudgetPriority
 from wattplane.planner import budget as budgeting
+from wattplane.planner.schedule import BudgetTarget
 from wattplane.planner.snapshot import GpuView, PolicyView
 
 
@@ -38,6 +39,10 @@ class Sharing:
     priorities: Mapping[str, tuple[BudgetPriority, ...]]
     measured_watts: float
     cut_gpus: int
+    #: The target the shares were sized to (``allocation`` is empty when no target is in force).
+    target: BudgetTarget
+    #: Each covered node's GPUs' summed default limits (fractional windows and ramps are shares of it).
+    node_reference: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -69,11 +74,13 @@ def share_out(
     ceiling_of: Callable[[GpuView], float],
     rank_of: Callable[[GpuView], int],
     previous_node_budgets: Mapping[str, float],
+    target: BudgetTarget,
 ) -> Sharing:
-    """Allocate ``policy``'s budget over its covered ``nodes`` (sorted), GPU by GPU.
+    """Allocate ``policy``'s budget target over its covered ``nodes`` (sorted), GPU by GPU.
 
     ``ceiling_of`` gives the highest limit the other sections allow a GPU (its target, or its
-    default without one); ``rank_of`` its place in the cut order.
+    default without one); ``rank_of`` its place in the cut order. Without a target in force
+    (``target.watts`` is ``None``) nothing is shared out: the nodes run free.
     """
     spec = policy.spec.budget
     assert spec is not None
@@ -102,18 +109,30 @@ def share_out(
             )
         priorities[node] = tuple(ranks)
     previous = {n: previous_node_budgets[n] for n in nodes if n in previous_node_budgets}
-    dead_band = 0.01 * spec.watts / len(nodes) if nodes else 0.0
-    allocation = budgeting.allocate(spec.watts, entries, previous, spec.hysteresis_fraction, dead_band_watts=dead_band)
+    watts = target.watts
+    dead_band = 0.01 * watts / len(nodes) if nodes and watts is not None else 0.0
+    allocation = (
+        budgeting.allocate(watts, entries, previous, spec.hysteresis_fraction, dead_band_watts=dead_band)
+        if watts is not None
+        else budgeting.BudgetAllocation(0.0, {}, {}, {}, True, 0.0, 0.0, 0, 0, "no budget in force")
+    )
     return Sharing(
         nodes=tuple(nodes),
         allocation=allocation,
-        footing=budgeting.footing(spec.watts, spec.hysteresis_fraction, entries),
+        footing=budgeting.footing(watts if watts is not None else -1.0, spec.hysteresis_fraction, entries),
         previous=previous,
         dead_band_watts=dead_band,
         priorities=priorities,
         measured_watts=math.fsum(measured),
         cut_gpus=cut,
+        target=target,
+        node_reference=reference_by_node(nodes, gpus_of),
     )
+
+
+def reference_by_node(nodes: Sequence[str], gpus_of: Mapping[str, Sequence[GpuView]]) -> dict[str, float]:
+    """Each node's GPUs' summed default limits: the full power a node set can ask for."""
+    return {node: math.fsum(g.default_watts for g in gpus_of[node]) for node in nodes}
 
 
 def settle_shares(
@@ -126,10 +145,22 @@ def settle_shares(
     """The shares in force after this round: the new allocation, or the old shares kept."""
     spec = policy.spec.budget
     assert spec is not None
-    allocation, previous = sharing.allocation, sharing.previous
+    allocation, previous, target = sharing.allocation, sharing.previous, sharing.target
+    if target.watts is None:
+        return Outcome(
+            shares={},
+            rebalance=budgeting.Rebalance(sharing.footing, now),
+            status=_status(sharing, {}, allocation),
+            met=True,
+            message="no budget in force: no standing budget and no window active"
+            + ("; nodes ramping back up" if target.ramp_watts_per_second is not None else ""),
+        )
+    watts = target.watts
     shares: Mapping[str, float] = allocation.node_shares
     message = allocation.message
-    if not budgeting.rebalance_due(last, sharing.footing, now, interval_s, previous, sharing.nodes, spec.watts):
+    if target.window is not None:
+        message = f"window {target.window}: target {watts:.0f} W; {message}"
+    if not budgeting.rebalance_due(last, sharing.footing, now, interval_s, previous, sharing.nodes, watts):
         assert last is not None
         rebalance = last
         shares = previous  # only measured power moved since the last re-share: the shares stand
@@ -146,8 +177,24 @@ def settle_shares(
         message += "; node shares kept (every change within the dead band)"
     else:
         rebalance = budgeting.Rebalance(sharing.footing, now)
-    status = BudgetStatus(
-        watts=spec.watts,
+    met = allocation.feasible and sharing.measured_watts <= watts * (1 + spec.hysteresis_fraction)
+    return Outcome(
+        shares=shares, rebalance=rebalance, status=_status(sharing, shares, allocation), met=met, message=message
+    )
+
+
+def _status(sharing: Sharing, shares: Mapping[str, float], allocation: budgeting.BudgetAllocation) -> BudgetStatus:
+    target = sharing.target
+    watts = target.watts or 0.0
+    return BudgetStatus(
+        watts=watts,
+        standing_watts=target.standing_watts,
+        window=target.window,
+        ramp_watts_per_second=target.ramp_watts_per_second,
+        shortfall_watts=round(max(sharing.measured_watts - watts, 0.0), 3) if target.watts is not None else 0.0,
+        next_change=(
+            target.next_change_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if target.next_change_at else None
+        ),
         allocated_watts=round(math.fsum(shares.values()), 3),
         measured_watts=round(sharing.measured_watts, 3),
         minimum_watts=round(allocation.minimum_watts, 3),
@@ -155,5 +202,3 @@ def settle_shares(
         # The agents' cuts, as they report them: the operator plans shares, not cuts.
         cut_gpus=sharing.cut_gpus,
     )
-    met = allocation.feasible and sharing.measured_watts <= spec.watts * (1 + spec.hysteresis_fraction)
-    return Outcome(shares=shares, rebalance=rebalance, status=status, met=met, message=message)

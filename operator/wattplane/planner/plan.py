@@ -23,9 +23,11 @@ result on random event sequences. The plan's mappings are unordered: compare the
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 import immutables
@@ -33,7 +35,7 @@ from wattplane.api.annotations import PodIntent, parse_pod_annotations
 from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget, JobProfile
 from wattplane.api.v1alpha1.gpunode import BudgetPriority, GpuTarget
 from wattplane.planner import budget as budgeting
-from wattplane.planner import carbonbudget, nodeshares, reports
+from wattplane.planner import carbonbudget, nodeshares, reports, schedule
 from wattplane.planner.carbon import WeightDecision, carbon_weight
 from wattplane.planner.context import PlanContext
 from wattplane.planner.decide import Decider, Decision, PodState, budget_decision, budgeted, carbon_key
@@ -118,6 +120,11 @@ class Plan:
     carbon_budgets: Mapping[str, JobCarbonBudget] = field(default_factory=dict)
     #: Nodes whose targets differ from the previous round of the same planner (all, in a first round).
     changed_nodes: frozenset[str] = frozenset()
+    #: Rate at which each budgeted node's agent moves its budget in force, watts per second (only
+    #: nodes ramping into or out of a budget window; :mod:`wattplane.planner.schedule`).
+    node_budget_ramps: Mapping[str, float] = field(default_factory=dict)
+    #: The next time a budget window starts, ends or stops ramping: plan again then at the latest.
+    next_change_at: datetime | None = None
 
 
 def plan(snapshot: FleetSnapshot, policies: Iterable[PolicyView], context: PlanContext | None = None) -> Plan:
@@ -575,12 +582,23 @@ class Planner:
             covered = self._coverage[policy.name]
             sharing = self._sharings.get(policy.name)
             previous = context.previous_node_budgets
-            if (
+            stale = (
                 recover
                 or sharing is None
                 or not touched.isdisjoint(covered)
                 or any(previous.get(n) != sharing.previous.get(n) for n in covered)
-            ):
+            )
+            reference = (
+                nodeshares.reference_by_node(covered, self._node_gpus)
+                if stale or sharing is None
+                else sharing.node_reference
+            )
+            spec = policy.spec.budget
+            assert spec is not None
+            target = schedule.budget_target(
+                spec, context.now, math.fsum(reference.values()), context.grid_windows.get(policy.name, ())
+            )
+            if stale or sharing is None or sharing.target != target:
                 sharing = nodeshares.share_out(
                     policy,
                     covered,
@@ -588,6 +606,7 @@ class Planner:
                     self._ceiling,
                     lambda g: _budget_rank(self._states, g),
                     previous,
+                    target,
                 )
                 self._sharings[policy.name] = sharing
             outcome = nodeshares.settle_shares(
@@ -652,14 +671,20 @@ class Planner:
     def _result(self, snapshot: FleetSnapshot, changes: _Changes) -> Plan:
         node_budgets: dict[str, float] = {}
         priorities: dict[str, tuple[BudgetPriority, ...]] = {}
+        ramps: dict[str, float] = {}
+        changes_at: list[datetime] = []
         for policy in self._budgets:
+            sharing = self._sharings[policy.name]
+            if sharing.target.next_change_at is not None:
+                changes_at.append(sharing.target.next_change_at)
             if policy.spec.dry_run:
                 continue
-            outcome, sharing = self._outcomes[policy.name], self._sharings[policy.name]
+            outcome = self._outcomes[policy.name]
             for node, share in outcome.shares.items():
                 if share > 0:  # a GpuNode budget must be positive
                     node_budgets[node] = share
                     priorities[node] = sharing.priorities[node]
+            ramps.update(schedule.node_ramps(sharing.target.ramp_watts_per_second, sharing.node_reference))
         moved = changes.targets
         if changes.replaced is not None:
             before, after = changes.replaced, self._targets
@@ -693,6 +718,8 @@ class Planner:
             jobs=FrozenMap(self._jobs_out),
             carbon_budgets={job: d.account for job, d in sorted(self._carbon_budgets.items())},
             changed_nodes=frozenset(moved),
+            node_budget_ramps=ramps,
+            next_change_at=min(changes_at) if changes_at else None,
         )
 
 

@@ -12,9 +12,9 @@ the node changed, until the budget loop settles. Ticks on which nothing can chan
 budget decision is a deterministic function of readings, targets and its own state, so with all three
 unchanged the tick would write nothing (see ``docs/simulator.md``).
 
-**Jobs** queue first-come-first-served with backfilling (a later job that fits starts while an earlier
-one waits); a job takes GPUs of one model, on one node when it fits (best fit), else spread over the
-nodes with the most free GPUs.
+**Jobs** queue first-come-first-served (or by priority: ``SimOptions.queue_order``) with backfilling (a
+later job that fits starts while an earlier one waits); a job takes GPUs of one model, on one node when
+it fits (best fit), else spread over the nodes with the most free GPUs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from wattplane.agent.budget import BudgetDecision, BudgetParams
 from wattplane.agent.engine import NodeEngine
@@ -37,6 +37,9 @@ from wattplane.sim.devices import SimGpu, SimNodeBackend, gpu_uuid
 from wattplane.sim.fleet import SimNode
 from wattplane.sim.jobs import JobSpec
 from wattplane.sim.physics import RunningJob
+
+#: Pending-queue rank of each priority under ``queue_order="priority"`` (lower starts first).
+_QUEUE_RANK = {"high": 0, "normal": 1, "low": 2}
 
 # Event kinds, in handling order at equal times.
 CARBON, COMPLETE, DEMAND, BACKLOG, ARRIVAL, CONTROL, PLAN, TICK, STOP = range(9)
@@ -78,6 +81,10 @@ class SimOptions:
     plan_debounce_s: float = 1.0
     #: The agents' control-loop period.
     tick_s: float = 1.0
+    #: Order of the pending queue: ``fifo`` (arrival order, backfilling), or ``priority`` (high before
+    #: normal before low, arrival order within each, as kube-scheduler's PrioritySort orders pods whose
+    #: PriorityClass follows their ``wattplane.io/priority``).
+    queue_order: Literal["fifo", "priority"] = "fifo"
     #: How long training jobs submitted within the run may take to finish after it, at most.
     max_drain_s: float = 7 * 86400.0
     #: Timeline resolution for plots and the live table.
@@ -94,6 +101,10 @@ class BudgetScope:
     name: str
     watts: float
     nodes: tuple[int, ...]
+    #: The budget holds from here (virtual seconds): a window's target after its ramp.
+    start_s: float = 0.0
+    #: ... to here.
+    end_s: float = math.inf
 
 
 @dataclass
@@ -180,6 +191,7 @@ class Simulation:
         self.node_targets: list[tuple[GpuTarget, ...]] = []
         self.node_budget: list[float | None] = []
         self.node_priorities: list[Mapping[str, int]] = []
+        self.node_ramp: list[float | None] = []
         for n, node in enumerate(self.nodes):
             model = catalog.model(node.model)
             devices = [
@@ -194,6 +206,7 @@ class Simulation:
             self.node_targets.append(())
             self.node_budget.append(None)
             self.node_priorities.append({})
+            self.node_ramp.append(None)
         self.node_index = {node.name: n for n, node in enumerate(self.nodes)}
         self.free: list[list[SimGpu]] = [list(g) for g in self.node_gpus]
         self.queue: list[JobSpec] = []
@@ -251,23 +264,27 @@ class Simulation:
         targets: tuple[GpuTarget, ...],
         budget: float | None = None,
         priorities: Mapping[str, int] | None = None,
+        ramp: float | None = None,
     ) -> None:
         """Hand node ``node`` a new plan; its agent reconciles at once if anything changed.
 
-        ``priorities`` is the node budget's cut order by GPU UUID (``GpuNode.spec.budgetPriorities``).
+        ``priorities`` is the node budget's cut order by GPU UUID (``GpuNode.spec.budgetPriorities``);
+        ``ramp`` the rate its budget in force moves at (``nodeBudgetRampWattsPerSecond``).
         """
         priorities = dict(priorities or {})
         if (
             targets == self.node_targets[node]
             and budget == self.node_budget[node]
             and (priorities == self.node_priorities[node])
+            and ramp == self.node_ramp[node]
         ):
             return
         self.node_targets[node] = targets
         self.node_budget[node] = budget
         self.node_priorities[node] = priorities
+        self.node_ramp[node] = ramp
         self._tick(node)
-        if budget is not None:
+        if budget is not None or self.engines[node].budget_ramping:
             self._want_tick(node)
 
     def job_of(self, gpu: SimGpu) -> RunningJob | None:
@@ -282,6 +299,11 @@ class Simulation:
     def fleet_carbon_at(self, t: float) -> float:
         """Fleet emissions from the start to ``t`` (not before the last event), grams."""
         return self.fleet_carbon_g + self.fleet_power * max(0.0, t - self._since) * self.intensity / 3.6e6
+
+    def power_now(self) -> float:
+        """Current draw of the whole fleet's GPUs, watts (constant until the next event)."""
+        self._refresh_nodes()
+        return self.fleet_power
 
     def node_power(self, node: int) -> float:
         """Current draw of a node's GPUs, watts."""
@@ -418,11 +440,15 @@ class Simulation:
             self.window_energy_j += power * w
             self.window_carbon_g += power * w * per_j
         for scope, stats in zip(self.scopes, self.scope_stats, strict=True):
+            inside = min(t1, scope.end_s) - max(t0, scope.start_s)
+            if inside <= 0:
+                stats.run_s = 0.0
+                continue
             watts = math.fsum(self._node_power[n] for n in scope.nodes)
             stats.max_watts = max(stats.max_watts, watts)
             if watts > scope.watts * (1.0 + 1e-9):
-                stats.over_s += dt
-                stats.run_s += dt
+                stats.over_s += inside
+                stats.run_s += inside
                 stats.longest_over_s = max(stats.longest_over_s, stats.run_s)
             else:
                 stats.run_s = 0.0
@@ -443,7 +469,10 @@ class Simulation:
             return
         free_total = sum(len(f) for f in self.free)
         waiting: list[JobSpec] = []
-        for spec in self.queue:
+        queue = self.queue
+        if self.options.queue_order == "priority":
+            queue = sorted(queue, key=lambda spec: _QUEUE_RANK[spec.priority])  # stable: arrival order within
+        for spec in queue:
             if free_total >= spec.gpus:
                 gpus = self._place(spec)
                 if gpus is not None:
@@ -582,6 +611,10 @@ class Simulation:
 
     # ------------------------------------------------------------------ the control plane
 
+    def request_plan(self) -> None:
+        """Ask for a planning round soon (after the debounce), as a watch event would."""
+        self._trigger_plan()
+
     def _trigger_plan(self) -> None:
         if self.controller.plan_interval_s is None or self._plan_triggered:
             return
@@ -611,7 +644,11 @@ class Simulation:
             before = self.engines[n].budget
             self._tick(n)
             after = self.engines[n].budget
-            if not self.options.skip_idle_ticks or not _settled(before, after, self.options.budget_params):
+            if (
+                not self.options.skip_idle_ticks
+                or not _settled(before, after, self.options.budget_params)
+                or self.engines[n].budget_ramping
+            ):
                 self._want_tick(n)
 
     def _tick(self, node: int) -> None:
@@ -620,6 +657,8 @@ class Simulation:
             self.node_targets[node],
             node_budget_watts=self.node_budget[node],
             budget_priorities=self.node_priorities[node],
+            budget_ramp_watts_per_second=self.node_ramp[node],
+            now=self.t,
         )
 
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from wattplane.agent.engine import GpuOutcome
 from wattplane.agent.gpu.base import GpuIdentity, PowerConstraints
 from wattplane.api.annotations import JOB, PRIORITY, PROGRESS_METRIC, WORKLOAD
+from wattplane.api.v1alpha1.energypolicy import CarbonSpec
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec
 from wattplane.operator.decisions import node_spec_update
 from wattplane.operator.observe import JobObserver
@@ -30,8 +31,10 @@ from wattplane.operator.progress import ProgressSample
 from wattplane.planner.context import CarbonInput, PlanContext
 from wattplane.planner.plan import Plan, Planner
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PodView, PolicyView
+from wattplane.price.cost import cost_input
 from wattplane.sim.engine import Simulation
 from wattplane.sim.physics import RunningJob
+from wattplane.sim.price import PriceTrack
 
 #: The progress metric simulated pods announce (never scraped: the simulator reads its own counter).
 SIM_PROGRESS_METRIC = "9090:/metrics#wattplane_sim_epochs_total"
@@ -42,8 +45,17 @@ PLAN_TTL_S = 600
 class PolicyController:
     """The operator's planning round, run by the simulator (see the module docstring)."""
 
-    def __init__(self, name: str, policies: Sequence[PolicyView], *, plan_interval_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        policies: Sequence[PolicyView],
+        *,
+        plan_interval_s: float = 30.0,
+        price: PriceTrack | None = None,
+    ) -> None:
         self.name = name
+        #: The price trace a policy's ``carbon.price`` section reads (day-ahead knowledge, see sim.price).
+        self.price = price
         self.policies = list(policies)
         self._interval = plan_interval_s
         self._by_name = {p.name: p for p in self.policies}
@@ -54,10 +66,13 @@ class PolicyController:
         self._specs: list[GpuNodeSpec] = []
         self._pods: dict[str, dict[PodKey, PodView]] = {}
         self._carbon_cache: dict[tuple[int, float], CarbonInput] = {}
+        self._cost_cache: dict[tuple[object, ...], CarbonInput] = {}
         self.last_plan: Plan | None = None
         #: Re-decides only what changed since its last round (the simulated fleet changes a little at a time).
         self.planner = Planner()
         self.node_budgets: dict[str, float] = {}
+        #: Virtual times a round is already scheduled for (budget windows starting, ending, ramps lapsing).
+        self._wakeups: set[float] = set()
 
     async def _read_counter(self, snapshot: FleetSnapshot, key: PodKey) -> ProgressSample | None:
         value = self.counters.get(key)
@@ -85,7 +100,10 @@ class PolicyController:
         self._pods.pop(job.spec.id, None)
 
     def wakeup(self, sim: Simulation, payload: object) -> None:
-        """Never scheduled."""
+        """A budget window turns: plan then, as the operator's loop wakes for it."""
+        if isinstance(payload, float):
+            self._wakeups.discard(payload)
+        sim.request_plan()
 
     def plan_round(self, sim: Simulation) -> None:
         """One operator round: snapshot, context, plan, GpuNode specs, then observe the jobs."""
@@ -115,12 +133,20 @@ class PolicyController:
                 ttl_seconds=PLAN_TTL_S,
                 node_budget_watts=result.node_budgets.get(node.name),
                 budget_priorities=result.budget_priorities.get(node.name, ()),
+                budget_ramp_watts_per_second=result.node_budget_ramps.get(node.name),
             )
             if update is not None:
                 self._specs[n] = update
                 priorities = {p.uuid: p.priority for p in update.budget_priorities or ()}
-                sim.apply(n, tuple(update.gpus), update.node_budget_watts, priorities)
+                ramp = update.node_budget_ramp_watts_per_second
+                sim.apply(n, tuple(update.gpus), update.node_budget_watts, priorities, ramp)
         self.node_budgets = dict(result.node_budgets)
+        due = result.next_change_at
+        if due is not None and due > now:
+            at = sim.t + (due - now).total_seconds()
+            if at not in self._wakeups:
+                self._wakeups.add(at)
+                sim.schedule(at, at)
         if any(p.spec.efficiency is not None or p.spec.stragglers is not None for p in self.policies):
             self._observe(sim, result, snapshot, now)
 
@@ -150,8 +176,30 @@ class PolicyController:
                     sim.t, lookahead_h=p.spec.carbon.lookahead_hours, history_h=p.spec.carbon.lookahead_hours
                 )
                 self._carbon_cache[key] = signal
-            out[p.name] = signal
+            out[p.name] = self._cost(sim, p.spec.carbon, signal) if p.spec.carbon.price is not None else signal
         return out
+
+    def _cost(self, sim: Simulation, spec: CarbonSpec, signal: CarbonInput) -> CarbonInput:
+        """The cost series of a section with a price part (computed once per carbon row and price step)."""
+        price = spec.price
+        assert price is not None
+        if self.price is None:
+            return cost_input(signal, None, weight=price.weight, now=sim.carbon.time_of(sim.t), lookahead_hours=1.0)
+        key = (sim.carbon._index(sim.t), self.price._index(sim.t), spec.lookahead_hours, price.weight)
+        cached = self._cost_cache.get(key)
+        if cached is None:
+            if len(self._cost_cache) > 64:
+                self._cost_cache.clear()
+            cached = self._cost_cache[key] = cost_input(
+                signal,
+                self.price.series_at(sim.t, history_h=spec.lookahead_hours),
+                weight=price.weight,
+                now=sim.carbon.time_of(sim.t),
+                lookahead_hours=spec.lookahead_hours,
+                price_max_staleness_s=price.max_staleness_seconds,
+                price_source=f"trace/{self.price.name}",
+            )
+        return cached
 
     def snapshot(self, sim: Simulation) -> FleetSnapshot:
         """The fleet as the operator would see it from fresh GpuNode status and pod watches."""

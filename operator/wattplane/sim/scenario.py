@@ -13,6 +13,8 @@ zeus-oracle     each training job at its best static limit in hindsight (same et
 chase           policy ``chase``: carbon-aware limits with a 24 h forecast (real planner)
 carbon-budget   policy ``carbon-budget``: each job's power schedule within its slowdown budget (real planner)
 carbon-oracle   each training job on its minimum-carbon schedule within the slowdown budget
+price-budget    policy ``price-budget``: ``carbon-budget`` spending the budgets on the price (needs a price trace)
+price-oracle    each training job on its minimum-cost schedule within the slowdown budget (needs a price trace)
 energy-oracle   the same with the trace ignored: minimum energy within the same slowdown budget
 polca           policy ``polca``: a budget of ``budget_fraction`` × nameplate over all nodes (real planner)
 ==============  ===================================================================================
@@ -37,6 +39,7 @@ from wattplane.sim.engine import BudgetScope, Controller, SimOptions, Simulation
 from wattplane.sim.fleet import SimNode
 from wattplane.sim.jobs import JobSpec
 from wattplane.sim.planning import PolicyController
+from wattplane.sim.price import PricedCarbonTrack, PriceMeter, PriceTrack
 from wattplane.sim.results import RunResult, collect
 
 BASELINES = (
@@ -48,6 +51,8 @@ BASELINES = (
     "carbon-budget",
     "carbon-oracle",
     "energy-oracle",
+    "price-budget",
+    "price-oracle",
     "polca",
 )
 _SHIPPED = {
@@ -55,6 +60,7 @@ _SHIPPED = {
     "zeus": "zeus.yaml",
     "chase": "chase.yaml",
     "carbon-budget": "carbon-budget.yaml",
+    "price-budget": "price-budget.yaml",
     "polca": "polca.yaml",
 }
 
@@ -101,6 +107,8 @@ class Scenario:
     seed: int = 0
     budget_fraction: float = 0.7
     oracle_slowdown: float = 0.025
+    #: Electricity price: the signal of policies with a ``carbon.price`` section, and the runs' bill.
+    price: PriceTrack | None = None
 
     @property
     def gpu_count(self) -> int:
@@ -162,8 +170,31 @@ def with_slowdown(views: Sequence[PolicyView], slowdown: float) -> tuple[PolicyV
     return _with_field(views, "carbon", "max_slowdown", slowdown)
 
 
+def with_price_weight(specs: Sequence[RunSpec], weight: float) -> list[RunSpec]:
+    """``specs`` with the weight of every ``carbon.price`` section set to ``weight`` (0 … 1).
+
+    Raises:
+        ValueError: A weight outside [0, 1].
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"price weight {weight:g} is outside 0 … 1")
+    out = []
+    for spec in specs:
+        views = []
+        for v in spec.policies:
+            carbon = v.spec.carbon
+            if carbon is not None and carbon.price is not None:
+                carbon = carbon.model_copy(update={"price": carbon.price.model_copy(update={"weight": weight})})
+                v = replace(v, spec=v.spec.model_copy(update={"carbon": carbon}))
+            views.append(v)
+        out.append(replace(spec, policies=tuple(views)))
+    return out
+
+
 def budget_scopes(nodes: Sequence[SimNode], policy_sets: Iterable[Sequence[PolicyView]]) -> tuple[BudgetScope, ...]:
     """One scope per distinct budget section across the runs (measured in every run, uncapped included)."""
+    # A schedule's windows are not scopes here: how long a ramp takes depends on the draw when it
+    # starts, so a window's scope is for the caller to place (``bench/demand_response.py``).
     scopes: dict[tuple[str, float, tuple[int, ...]], BudgetScope] = {}
     for views in policy_sets:
         for v in views:
@@ -175,8 +206,9 @@ def budget_scopes(nodes: Sequence[SimNode], policy_sets: Iterable[Sequence[Polic
                 for i, n in enumerate(nodes)
                 if budget.node_selector is None or budget.node_selector.matches(dict(n.labels))
             )
-            key = (v.name, budget.watts, covered)
-            scopes.setdefault(key, BudgetScope(v.name, budget.watts, covered))
+            if budget.watts is not None:
+                key = (v.name, budget.watts, covered)
+                scopes.setdefault(key, BudgetScope(v.name, budget.watts, covered))
     return tuple(scopes.values())
 
 
@@ -196,6 +228,10 @@ def run_specs(
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BASELINES)}")
+    priced = [b for b in baselines if b in ("price-budget", "price-oracle")]
+    priced += [n for n, views in policy_files.items() if any(v.spec.carbon and v.spec.carbon.price for v in views)]
+    if priced and scenario.price is None:
+        raise ValueError(f"{', '.join(priced)} need(s) a price trace (--price-trace)")
     specs = [RunSpec("uncapped", baseline="uncapped")]
     for b in dict.fromkeys(baselines):
         if b == "uncapped":
@@ -204,7 +240,7 @@ def run_specs(
             views = shipped_policy(b)
             if b == "polca":
                 views = with_budget(views, scenario.budget_fraction * scenario.nameplate_watts)
-            if b == "carbon-budget":
+            if b in ("carbon-budget", "price-budget"):
                 views = with_slowdown(views, scenario.oracle_slowdown)
             specs.append(RunSpec(b, views, baseline=b))
         else:
@@ -233,7 +269,18 @@ def controller_for(spec: RunSpec, scenario: Scenario, all_specs: Sequence[RunSpe
         return CarbonOracleController(
             slowdown=scenario.oracle_slowdown, floor_fraction=floor, flat=spec.baseline == "energy-oracle"
         )
-    return PolicyController(spec.name, spec.policies, plan_interval_s=scenario.options.plan_interval_s)
+    if spec.baseline == "price-oracle":
+        if scenario.price is None:
+            raise ValueError("the price-oracle needs a price trace")
+        carbon = _first_with(all_specs, "carbon")
+        floor = carbon.spec.limits.min_fraction_of_default if carbon is not None and carbon.spec.limits else None
+        series = (scenario.price.at, scenario.price.next_change)
+        return CarbonOracleController(
+            slowdown=scenario.oracle_slowdown, floor_fraction=floor, series=series, name="price-oracle"
+        )
+    return PolicyController(
+        spec.name, spec.policies, plan_interval_s=scenario.options.plan_interval_s, price=scenario.price
+    )
 
 
 def _first_with(specs: Sequence[RunSpec], section: str) -> PolicyView | None:
@@ -282,11 +329,15 @@ def simulation(
     on_progress: Callable[[Simulation], None] | None = None,
 ) -> Simulation:
     """The scenario's simulation under ``controller``, measuring ``scopes``."""
+    carbon = scenario.carbon
+    if scenario.price is not None:
+        carbon = PricedCarbonTrack.of(carbon, scenario.price)
+        controller = PriceMeter(controller, scenario.price)
     return Simulation(
         nodes=scenario.nodes,
         catalog=scenario.catalog,
         jobs=scenario.jobs,
-        carbon=scenario.carbon,
+        carbon=carbon,
         controller=controller,
         options=scenario.options,
         scopes=scopes,
@@ -318,6 +369,8 @@ def _notes(spec: RunSpec, controller: Controller, scenario: Scenario) -> tuple[s
         return (f"zeus-oracle: eta {controller.eta:g}, step {controller.step_watts:g} W",)
     if isinstance(controller, CarbonOracleController):
         knows = "intensity ignored" if controller.flat else "perfect knowledge of the trace"
+        if controller.series is not None:
+            knows = "perfect knowledge of the price trace"
         return (f"{controller.name}: slowdown budget {controller.slowdown:.1%} per job, {knows}",)
     if spec.baseline == "polca":
         return (f"polca: budget {scenario.budget_fraction:.0%} of nameplate ({scenario.nameplate_watts:.0f} W)",)

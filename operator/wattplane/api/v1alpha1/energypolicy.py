@@ -7,6 +7,7 @@ always inside the device's own constraints. Fields carry their unit in the name 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -273,6 +274,75 @@ def _default_curve() -> CarbonCurve:
     return CarbonCurve(points=[CurvePoint(x=60, weight=1.0), CurvePoint(x=80, weight=0.0)])
 
 
+class PriceSourceRef(ApiModel):
+    """Where a policy's electricity price comes from.
+
+    ``trace``: a CSV inside the operator's container, a timestamp column (each row is the interval
+    starting then, until the next row) and a price column (the first column whose name contains
+    ``price``, else the second). ``http``: a JSON document served over HTTP(S), fetched every
+    ``refreshIntervalSeconds``::
+
+        {"unit": "EUR/MWh",
+         "prices": [{"start": "2023-07-02T12:00:00Z", "end": "2023-07-02T13:00:00Z", "price": -500.0},
+                    {"start": "2023-07-02T13:00:00Z", "durationSeconds": 3600, "price": -20.5}]}
+
+    ``unit`` defaults to the policy's ``price.unit``; each interval has ``end`` or ``durationSeconds``.
+    """
+
+    model_config = ConfigDict(
+        **{
+            "json_schema_extra": {
+                "x-kubernetes-validations": [
+                    {"rule": "self.provider != 'trace' || has(self.tracePath)", "message": "trace needs tracePath"},
+                    {"rule": "self.provider != 'http' || has(self.url)", "message": "http needs url"},
+                ]
+            }
+        }
+    )
+
+    provider: Literal["trace", "http"]
+    """``trace`` for a recorded CSV, ``http`` for a JSON price document."""
+    trace_path: str | None = Field(default=None, max_length=1024)
+    """``trace`` only: path of the CSV inside the operator's container."""
+    trace_speedup: float = Field(default=1.0, gt=0, le=1e6)
+    """``trace`` only: trace seconds per wall-clock second (replays start at the trace's first row)."""
+    url: str | None = Field(default=None, max_length=1024, pattern=r"^https?://")
+    """``http`` only: the document's URL."""
+    credentials_secret_ref: SecretRef | None = None
+    """``http`` only: Secret whose ``token`` key is sent as ``Authorization: Bearer <token>``."""
+    refresh_interval_seconds: float = Field(default=900.0, ge=10, le=86400)
+    """``http`` only: minimum time between fetches."""
+
+    @model_validator(mode="after")
+    def _where(self) -> PriceSourceRef:
+        if self.provider == "trace" and not self.trace_path:
+            raise ValueError("trace needs tracePath")
+        if self.provider == "http" and not self.url:
+            raise ValueError("http needs url")
+        return self
+
+
+class PriceSpec(ApiModel):
+    """Electricity price as the signal of a ``Budgeted`` carbon section, alone or weighted with carbon.
+
+    Each round the planner spends the jobs' slowdown budgets where the cost series is highest:
+    ``cost = (1 - weight) * carbon + weight * mean(carbon) * price+ / mean(price+)``, where ``price+``
+    is the price floored at zero (energy that costs nothing or pays is always worth using, so those
+    hours run uncapped) and the means are taken over ``lookaheadHours`` before and after now.
+    ``weight: 0`` is the carbon-only policy exactly; ``weight: 1`` follows the price alone.
+    """
+
+    source: PriceSourceRef
+    """The price signal."""
+    weight: float = Field(default=1.0, ge=0, le=1)
+    """0: carbon only, 1: price only, between: both, each relative to its own mean."""
+    unit: str = Field(default="EUR/MWh", pattern=r"^[A-Z]{3}/(MWh|kWh)$")
+    """Currency and energy unit of the prices (``EUR/MWh``, ``USD/kWh`` …); a source in another
+    currency is an error, kWh and MWh are converted."""
+    max_staleness_seconds: float = Field(default=7200.0, ge=60, le=7 * 86400)
+    """A price series that has not covered now for this long is stale, and the section's fallback applies."""
+
+
 class CarbonSpec(ApiModel):
     """Carbon-aware power: run efficient when the grid is dirty, fast when it is clean.
 
@@ -293,6 +363,10 @@ class CarbonSpec(ApiModel):
                     {
                         "rule": "self.fallback != 'Fixed' || has(self.fallbackIntensity)",
                         "message": "fallback Fixed needs fallbackIntensity",
+                    },
+                    {
+                        "rule": "!has(self.price) || self.mode == 'Budgeted'",
+                        "message": "price needs mode Budgeted",
                     },
                 ]
             }
@@ -319,11 +393,137 @@ class CarbonSpec(ApiModel):
     """When stale: keep the last good value, use ``fallbackIntensity``, or run efficient / at max."""
     fallback_intensity: float | None = Field(default=None, ge=0, le=5000)
     """Intensity assumed under ``fallback: Fixed``, gCO2eq/kWh."""
+    price: PriceSpec | None = None
+    """``Budgeted`` mode only: spend the budgets on expensive hours (see :class:`PriceSpec`)."""
 
     @model_validator(mode="after")
     def _fallback_value(self) -> CarbonSpec:
         if self.fallback == "Fixed" and self.fallback_intensity is None:
             raise ValueError("fallback Fixed needs fallbackIntensity")
+        if self.price is not None and self.mode != "Budgeted":
+            raise ValueError("price needs mode Budgeted")
+        return self
+
+
+class OpenAdrSpec(ApiModel):
+    """Where the policy's OpenADR 2.0b VTN is and how the operator, as its VEN, signs in.
+
+    The operator polls the VTN (simple HTTP pull). The Secret named by ``credentialsSecretRef`` may hold:
+    ``venId`` (a venID the utility assigned; absent: the VTN assigns one at registration), ``cert`` and
+    ``key`` (PEM client certificate and private key: TLS client authentication and XML message signing),
+    ``keyPassphrase`` (for an encrypted ``key``), ``caCert`` (PEM bundle the VTN's TLS certificate is checked
+    against; absent: the system's bundle) and ``vtnFingerprint`` (the VTN certificate's fingerprint: signed
+    messages from anyone else are refused). Values are never logged; without a Secret the VEN talks
+    unsigned, which only suits a VTN on a trusted network.
+    """
+
+    vtn_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    """Base URL of the VTN's OpenADR services, e.g. ``https://vtn.example/OpenADR2/Simple/2.0b``."""
+    ven_name: str = Field(min_length=1, max_length=128)
+    """The name this VEN registers under (the VTN's operator knows it by this name)."""
+    credentials_secret_ref: SecretRef | None = None
+    """Secret with the VEN's credentials (keys above); absent: unsigned, venID assigned by the VTN."""
+    poll_interval_seconds: int | None = Field(default=None, ge=1, le=3600)
+    """Seconds between polls; absent: the interval the VTN requests at registration."""
+
+
+class SimpleLevelFractions(ApiModel):
+    """Budget fraction for each level of an OpenADR ``SIMPLE`` signal (level 0 means normal operation)."""
+
+    model_config = ConfigDict(
+        **{
+            "json_schema_extra": {
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self.level1 >= self.level2 && self.level2 >= self.level3",
+                        "message": "a higher level must not allow more power: level1 >= level2 >= level3",
+                    },
+                ]
+            }
+        }
+    )
+
+    level1: float = Field(default=0.9, gt=0, le=1)
+    """Moderate: fraction of the standing budget (or of the covered GPUs' default limits)."""
+    level2: float = Field(default=0.75, gt=0, le=1)
+    """High."""
+    level3: float = Field(default=0.5, gt=0, le=1)
+    """Special (the deepest cut)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SimpleLevelFractions:
+        if not self.level1 >= self.level2 >= self.level3:
+            raise ValueError("a higher level must not allow more power: level1 >= level2 >= level3")
+        return self
+
+
+class DemandResponseSpec(ApiModel):
+    """Grid demand response: the operator acts as an OpenADR 2.0b VEN for the budget's GPUs.
+
+    Each event the VTN sends becomes budget windows (the same as ``schedule``): ``LOAD_DISPATCH``
+    setpoints and ``LOAD_CONTROL`` targets in watts or fractions, ``SIMPLE`` levels through
+    ``levelFractions``. Price signals are recorded, not enforced. The measured power of the covered GPUs
+    is reported back to the VTN (``TELEMETRY_USAGE``). Events are kept in a ConfigMap before the VEN
+    answers, so an operator restart loses none.
+    """
+
+    openadr: OpenAdrSpec
+    """The VTN and the VEN's identity."""
+    opt_in: Literal["Always", "Never"] = "Always"
+    """``Always``: take part in every event the VEN can honour (see ``floorFraction``). ``Never``: answer
+    every event with optOut and enforce nothing (prices and reports still flow): a dry run of a program."""
+    floor_fraction: float | None = Field(default=None, gt=0, le=1)
+    """Opt out of an event whose deepest target is below this fraction of the standing budget (or, for
+    fraction targets without a standing budget, below this fraction); absent: no floor."""
+    level_fractions: SimpleLevelFractions = Field(default_factory=SimpleLevelFractions)
+    """Targets for the ``SIMPLE`` signal's levels 1-3."""
+    ramp_watts_per_second: float | None = Field(default=None, gt=0, le=1e9)
+    """Ramp for events that carry no ramp-up period, or whose ramp cannot be turned into a rate (no
+    standing budget); absent: the target applies at once."""
+
+
+class BudgetWindow(ApiModel):
+    """A power target for a stretch of time: a demand-response event, a planned curtailment.
+
+    From ``start`` the budget in force moves to the target at ``rampWattsPerSecond`` (at once
+    without a rate), holds it until ``end``, then moves back at the same rate to the standing
+    budget (``budget.watts``) or, without one, until no GPU is held. Where windows overlap the
+    lowest target wins.
+    """
+
+    model_config = ConfigDict(
+        **{
+            "json_schema_extra": {
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "has(self.watts) != has(self.fraction)",
+                        "message": "a window needs exactly one of watts or fraction",
+                    },
+                    {"rule": "self.end > self.start", "message": "end must be after start"},
+                ]
+            }
+        }
+    )
+
+    name: str = Field(min_length=1, max_length=128)
+    """Names the window in status, events and metrics."""
+    start: datetime
+    """When the ramp towards the target begins (RFC 3339)."""
+    end: datetime
+    """When the target lapses and the ramp back begins (RFC 3339)."""
+    watts: float | None = Field(default=None, gt=0, le=1e9)
+    """Target for the GPUs the budget covers, watts."""
+    fraction: float | None = Field(default=None, gt=0, le=1)
+    """Target as a fraction of the standing budget, or without one of the covered GPUs' default limits."""
+    ramp_watts_per_second: float | None = Field(default=None, gt=0, le=1e9)
+    """Fastest the budget in force moves, both ways, watts per second of the whole node set."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BudgetWindow:
+        if (self.watts is None) == (self.fraction is None):
+            raise ValueError("a window needs exactly one of watts or fraction")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
         return self
 
 
@@ -333,15 +533,39 @@ class BudgetSpec(ApiModel):
     Every GPU on the selected nodes counts. When the sum of what the GPUs may draw exceeds the budget,
     the lowest priority is cut first (water-filling within a priority), inference and
     ``wattplane.io/priority: high`` last; the agents enforce their node's share within a tick.
+    A standing budget (``watts``), scheduled windows (``schedule``), or both.
     """
 
-    watts: float = Field(gt=0, le=1e9)
-    """Budget for the GPUs of all selected nodes, watts."""
+    model_config = ConfigDict(
+        **{
+            "json_schema_extra": {
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "has(self.watts) || has(self.schedule) || has(self.demandResponse)",
+                        "message": "a budget needs watts, a schedule, demandResponse, or a mix",
+                    },
+                ]
+            }
+        }
+    )
+
+    watts: float | None = Field(default=None, gt=0, le=1e9)
+    """Standing budget for the GPUs of all selected nodes, watts (absent: none outside the windows)."""
     node_selector: LabelSelector | None = None
     """Nodes the budget covers (absent: every node with GPUs)."""
     hysteresis_fraction: float = Field(default=0.05, ge=0, le=0.5)
     """A node's share changes only when it moves by more than this fraction, and cut GPUs are restored
     only once power is this far below the budget."""
+    schedule: list[BudgetWindow] | None = Field(default=None, max_length=64)
+    """Scheduled targets (curtailments, demand-response events) with their ramps."""
+    demand_response: DemandResponseSpec | None = None
+    """Windows from a grid operator's OpenADR events, merged with ``schedule`` (the lowest target wins)."""
+
+    @model_validator(mode="after")
+    def _something_to_enforce(self) -> BudgetSpec:
+        if self.watts is None and not self.schedule and self.demand_response is None:
+            raise ValueError("a budget needs watts, a schedule, demandResponse, or a mix")
+        return self
 
 
 class StragglerSpec(ApiModel):
@@ -420,6 +644,12 @@ class CarbonStatus(LenientApiModel):
     """Older than the policy's staleness bound (the fallback applies)."""
     weight: float | None = None
     """The performance weight w the curve gave."""
+    price: float | None = None
+    """With a ``price`` section: the electricity price now, in ``priceUnit``."""
+    price_unit: str | None = None
+    """Unit of ``price`` (``EUR/MWh`` …)."""
+    cost: float | None = None
+    """With a ``price`` section: the cost the budgets are spent on now (carbon-equivalent g/kWh)."""
     message: str = ""
     """Why the signal is what it is (errors, fallback used)."""
 
@@ -428,7 +658,17 @@ class BudgetStatus(LenientApiModel):
     """The budget section's last allocation."""
 
     watts: float = 0.0
-    """The budget, watts."""
+    """The target in force, watts (0: none in force, outside every window without a standing budget)."""
+    standing_watts: float | None = None
+    """The standing budget (``spec.budget.watts``), watts."""
+    window: str | None = None
+    """The scheduled or demand-response window that sets the target now."""
+    ramp_watts_per_second: float | None = None
+    """The ramp the agents follow into or out of a window, watts per second of the node set."""
+    shortfall_watts: float = 0.0
+    """How far measured power is above the target, watts (0 when met)."""
+    next_change: str | None = None
+    """When a window next starts or ends (RFC 3339)."""
     allocated_watts: float = 0.0
     """Sum of the per-node shares handed to agents, watts."""
     measured_watts: float = 0.0

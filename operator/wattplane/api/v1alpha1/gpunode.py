@@ -87,6 +87,9 @@ class GpuNodeSpec(ApiModel):
     node_budget_watts: float | None = Field(default=None, gt=0)
     """Power budget for all GPUs of the node. The operator sets this share; the agent alone decides
     which GPUs to hold below their target to stay under it, on measured power, every tick."""
+    node_budget_ramp_watts_per_second: float | None = Field(default=None, gt=0, le=1e9)
+    """How fast the agent moves its budget in force towards ``nodeBudgetWatts`` (or, without one, back
+    up until no GPU is held), watts per second; absent: at once. Set while a budget window ramps."""
     budget_priorities: list[BudgetPriority] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["uuid"]},
