@@ -86,7 +86,26 @@ class OperatorCollector(Collector):
             "wattplane_policy_allocated_watts", "Sum of the GPU limits a policy assigned.", labels=["policy"]
         )
         gpus = GaugeMetricFamily("wattplane_policy_gpus", "GPUs a policy sets.", labels=["policy"])
-        budget = GaugeMetricFamily("wattplane_policy_budget_watts", "A policy's power budget.", labels=["policy"])
+        budget = GaugeMetricFamily(
+            "wattplane_policy_budget_watts",
+            "The power target a budget holds now (its standing budget, or the window in force; 0: none).",
+            labels=["policy"],
+        )
+        shortfall = GaugeMetricFamily(
+            "wattplane_policy_budget_shortfall_watts",
+            "How far the covered GPUs' measured power is above the target in force.",
+            labels=["policy"],
+        )
+        window = GaugeMetricFamily(
+            "wattplane_policy_budget_window_active",
+            "1 while a scheduled or demand-response window sets the policy's target.",
+            labels=["policy", "window"],
+        )
+        ramp = GaugeMetricFamily(
+            "wattplane_policy_budget_ramp_watts_per_second",
+            "The ramp the agents follow into or out of a window (0: none).",
+            labels=["policy"],
+        )
         measured = GaugeMetricFamily(
             "wattplane_policy_budget_measured_watts", "Measured power of the GPUs a budget covers.", labels=["policy"]
         )
@@ -101,9 +120,13 @@ class OperatorCollector(Collector):
                 budget.add_metric([name], report.budget.watts)
                 measured.add_metric([name], report.budget.measured_watts)
                 met.add_metric([name], 1.0 if report.budget_met else 0.0)
+                shortfall.add_metric([name], report.budget.shortfall_watts)
+                ramp.add_metric([name], report.budget.ramp_watts_per_second or 0.0)
+                if report.budget.window is not None:
+                    window.add_metric([name, report.budget.window], 1.0)
             if report.carbon is not None and report.carbon.weight is not None:
                 weight.add_metric([name], report.carbon.weight)
-        yield from (allocated, gpus, budget, measured, met, weight)
+        yield from (allocated, gpus, budget, measured, met, shortfall, window, ramp, weight)
 
 
 class ServingCollector(Collector):

@@ -61,7 +61,13 @@ class _Facts:
                 generation=3,
                 gpus=8,
                 allocated_watts=2000.0,
-                budget=BudgetStatus(watts=2400.0, measured_watts=2100.0),
+                budget=BudgetStatus(
+                    watts=2400.0,
+                    measured_watts=2500.0,
+                    window="dr-1",
+                    shortfall_watts=100.0,
+                    ramp_watts_per_second=40.0,
+                ),
                 budget_met=True,
                 carbon=CarbonStatus(intensity=210.0, weight=0.4),
             ),
@@ -86,6 +92,8 @@ async def test_operator_metrics_page_is_promtool_clean(tmp_path: Path) -> None:
             await runner.cleanup()
     for family in ("wattplane_policy_budget_watts{", "wattplane_grid_carbon_intensity_grams_per_kwh{"):
         assert family in page
+    assert 'wattplane_policy_budget_window_active{policy="rack-a",window="dr-1"} 1.0' in page
+    assert 'wattplane_policy_budget_shortfall_watts{policy="rack-a"} 100.0' in page
     assert 'reason="ConfigError",source="trace",zone="gone"} 1.0' in page
     assert 'reason="Timeout",source="trace",zone="lab"} 0.0' in page  # every reason from the start
     result = check_metrics(promtool, page)

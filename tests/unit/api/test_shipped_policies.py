@@ -19,6 +19,7 @@ EXPECTED = {
     "carbon-aware-electricitymaps",
     "carbon-aware-uk",
     "carbon-aware-watttime",
+    "demand-response",
     "dry-run-rollout",
     "energy-efficient",
     "rack-budget",
