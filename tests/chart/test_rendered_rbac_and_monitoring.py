@@ -229,3 +229,17 @@ def test_dashboard_shows_power_budget_caps_pod_energy_and_carbon_from_exported_m
     }
     assert needed <= _referenced(exprs)
     assert _referenced(exprs) <= _exported_metric_names()
+
+
+def test_demand_response_gets_its_configmaps_and_named_secrets_only_when_enabled(rendered: Render) -> None:
+    assert not [o for o in rendered() if o["metadata"]["name"].endswith("-grid-events")]
+    objects = rendered({"demandResponse": {"enabled": True, "credentialSecrets": ["ven-rack-b"]}}, namespace="power")
+    role = find(objects, "Role", "-grid-events")
+    assert role["metadata"]["namespace"] == "power"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["ven-rack-b"], "verbs": ["get"]},
+    ]
+    binding = find(objects, "RoleBinding", "-grid-events")
+    operator_sa = find(objects, "ServiceAccount", "-operator")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": operator_sa, "namespace": "power"}]

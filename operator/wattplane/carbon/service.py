@@ -160,6 +160,14 @@ class CarbonService:
             )
         return self._session
 
+    def now(self) -> datetime:
+        """The service's clock (the price feed shares it, so both feeds judge age alike)."""
+        return self._clock()
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """The service's HTTP session, shared with the price feed (one pool, closed by :meth:`close`)."""
+        return self._get_session()
+
     def set_credentials(self, ref: str | None, credentials: Credentials) -> None:
         """Install or replace credentials (e.g. after a Secret changed).
 

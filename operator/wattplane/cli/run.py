@@ -20,6 +20,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from wattplane.api.selectors import LabelSelector
 from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec, GpuNodeStatus, PodRef
 from wattplane.carbon.service import CarbonService
-from wattplane.operator.decisions import node_spec_update
+from wattplane.operator.decisions import node_spec_update, quota_caps_in_force
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.signals import CarbonSignals
 from wattplane.planner.context import PlanContext
@@ -267,6 +268,7 @@ class Standalone:
             straggler_caps=self.observer.straggler_caps,
             previous_node_budgets={self.node: self.spec.node_budget_watts} if self.spec.node_budget_watts else {},
             carbon_budgets=self.carbon_budgets,
+            previous_quota_caps=quota_caps_in_force([self.spec]),
         )
         result = self.planner.plan(snapshot, self.policies, context)
         self.carbon_budgets = dict(result.carbon_budgets)
@@ -277,6 +279,7 @@ class Standalone:
             ttl_seconds=PLAN_TTL_S,
             node_budget_watts=result.node_budgets.get(self.node),
             budget_priorities=result.budget_priorities.get(self.node, ()),
+            budget_ramp_watts_per_second=result.node_budget_ramps.get(self.node),
         )
         if update is not None:
             self.spec = update
@@ -292,6 +295,8 @@ class Standalone:
             self.spec.gpus,
             node_budget_watts=self.spec.node_budget_watts,
             budget_priorities={p.uuid: p.priority for p in self.spec.budget_priorities or ()},
+            budget_ramp_watts_per_second=self.spec.node_budget_ramp_watts_per_second,
+            now=time.monotonic(),
         )
         now = datetime.now(UTC)
         assignment = {

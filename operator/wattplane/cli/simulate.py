@@ -2,7 +2,8 @@
 
 Every input is a file the user can swap: the fleet (``64x8xA40`` or YAML), GPU curves (Zeus-format
 CSVs), jobs (simple CSV, the Alibaba GPU pod list, the Azure LLM trace), the carbon trace (Electricity
-Maps, SGIP MOER, plain CSV) and the EnergyPolicy YAML. Without ``--jobs`` a seeded synthetic training
+Maps, SGIP MOER, plain CSV), an electricity price trace (``--price-trace``: price policies' signal and
+every run's energy cost) and the EnergyPolicy YAML. Without ``--jobs`` a seeded synthetic training
 mix sized to the fleet is used; without ``--carbon-trace`` the shipped California 2023 trace.
 """
 
@@ -25,6 +26,7 @@ from wattplane.sim.catalog import Catalog
 from wattplane.sim.engine import SimOptions, Simulation
 from wattplane.sim.fleet import expand, parse_fleet
 from wattplane.sim.jobs import JobSpec, synthetic_training
+from wattplane.sim.price import PriceTrack
 from wattplane.sim.report import ALIBABA_ATTRIBUTION, AZURE_ATTRIBUTION, ZEUS_ATTRIBUTION, summary, table, to_json
 from wattplane.sim.results import RunResult
 from wattplane.sim.scenario import (
@@ -35,6 +37,7 @@ from wattplane.sim.scenario import (
     resolve_workloads,
     run_all,
     run_specs,
+    with_price_weight,
 )
 from wattplane.sim.traces import detect_jobs_format, read_jobs
 
@@ -84,6 +87,16 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--carbon-trace", type=Path, help=f"carbon trace (default: shipped {DEFAULT_TRACE})")
     parser.add_argument("--start", type=timestamp, help="virtual start time inside the trace (default: its start)")
+    parser.add_argument(
+        "--price-trace",
+        type=Path,
+        help="electricity price CSV (timestamp, price): the signal of price policies and each run's energy cost",
+    )
+    parser.add_argument(
+        "--price-weight",
+        type=float,
+        help="price weight (0 carbon only … 1 price only) of every policy with a price section (default: theirs)",
+    )
     parser.add_argument("--duration", type=duration, default=86400.0, help="simulated time (default 24h)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--utilisation", type=float, default=0.6, help="load of the synthetic or Alibaba jobs")
@@ -148,6 +161,9 @@ def build_scenario(args: argparse.Namespace) -> Inputs:
     attribution = [ZEUS_ATTRIBUTION]
     if carbon.attribution:
         attribution.append(carbon.attribution)
+    price = PriceTrack.load(args.price_trace, carbon.start) if getattr(args, "price_trace", None) else None
+    if price is not None and price.attribution:
+        attribution.append(price.attribution)
     jobs: list[JobSpec] = []
     sources: list[str] = []
     for path in args.jobs:
@@ -180,6 +196,7 @@ def build_scenario(args: argparse.Namespace) -> Inputs:
         seed=args.seed,
         budget_fraction=args.budget_fraction,
         oracle_slowdown=args.slowdown_budget,
+        price=price,
     )
     meta = {
         "fleet": args.fleet,
@@ -192,6 +209,8 @@ def build_scenario(args: argparse.Namespace) -> Inputs:
         "carbon_trace": carbon.name,
         "carbon_zone": carbon.series.zone,
         "forecast": carbon.forecast_kind,
+        "price_trace": price.name if price is not None else None,
+        "price_unit": price.unit if price is not None else None,
         "jobs": len(scenario.jobs),
         "job_sources": sources,
         "plan_interval_s": args.plan_interval,
@@ -284,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         inputs = build_scenario(args)
         specs = run_specs(inputs.scenario, args.baseline, policy_file_runs(args.policy))
+        if args.price_weight is not None:
+            specs = with_price_weight(specs, args.price_weight)
     except (ValueError, KeyError, OSError) as exc:
         print(f"wattplane simulate: {exc}", file=sys.stderr)
         return 2

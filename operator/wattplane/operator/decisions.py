@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,6 +73,11 @@ def node_spec_update(
             return None  # nothing planned, nothing to keep alive
         return current.model_copy(update={"issued_at": now})
     return None
+
+
+def quota_caps_in_force(specs: Iterable[GpuNodeSpec]) -> dict[str, float]:
+    """The quota caps the written plans hold, by GPU UUID (the quota's hysteresis weighs them)."""
+    return {t.uuid: t.power_limit_watts for spec in specs for t in spec.gpus if t.section == "quota"}
 
 
 def renewal_due(current: GpuNodeSpec, now: datetime, ttl_seconds: int, *, node: str = "") -> bool:
@@ -157,6 +162,18 @@ def policy_status(
         )
         if not report.budget_met:
             degraded.append(("BudgetNotMet", report.budget_message))
+    if report.quota_met is not None:
+        conditions = _condition(
+            conditions,
+            "QuotaMet",
+            report.quota_met,
+            "WithinQuota" if report.quota_met else "QuotaInfeasible",
+            report.quota_message,
+            parsed.generation,
+            now,
+        )
+        if not report.quota_met:
+            degraded.append(("QuotaNotMet", report.quota_message))
     if report.unprofiled_jobs:
         jobs = ", ".join(report.unprofiled_jobs[:5])
         degraded.append(("NoProgressSignal", f"jobs without a usable wattplane.io/progress-metric: {jobs}"))
@@ -182,6 +199,7 @@ def policy_status(
         shadowed=[ShadowedPod(pod=p, governed_by=w) for p, w in report.shadowed_by[:SHADOWED_LISTED]],
         carbon=report.carbon,
         budget=report.budget,
+        quota=report.quota,
         profiles=list(profiles)[:500],
         carbon_budgets=kept_accounts(carbon_budgets, previous.carbon_budgets, now)[:500],
         energy_joules=round(energy_joules if energy_joules is not None else previous.energy_joules, 1),

@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from wattplane.api.v1alpha1 import energypolicy, gpunode
 from wattplane.carbon.service import CarbonService
+from wattplane.grid import ConfigMapBackend, GridService
 from wattplane.kube.client import api_client
 from wattplane.operator.metrics import registry_for, serve_metrics
 from wattplane.operator.observe import JobObserver
@@ -60,6 +61,14 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logg
     )
     signals = CarbonSignals(memo.carbon, _secret_reader(memo.api), default_namespace=ours.namespace)
     memo.reconciler = Reconciler(ours, memo.state, memo.api, signals=signals, observer=memo.observer)
+    memo.grid = GridService(
+        backend=ConfigMapBackend(memo.api, ours.namespace),
+        read_secret=_secret_reader(memo.api),
+        default_namespace=ours.namespace,
+        measured_watts=memo.reconciler.budget_measured_watts,
+        on_change=memo.reconciler.trigger,
+    )
+    memo.reconciler.grid = memo.grid
     memo.metrics = None
     if ours.metrics_port:
         try:
@@ -111,6 +120,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.metrics.cleanup()
     await memo.observer.close()
     await memo.carbon.close()
+    await memo.grid.close()
     await memo.api.close()
 
 

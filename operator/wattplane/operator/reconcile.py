@@ -19,11 +19,13 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from wattplane.api.v1alpha1 import energypolicy, gpunode
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicyStatus, JobCarbonBudget
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec
+from wattplane.grid import GridService
 from wattplane.operator.accounting import PolicyAccounting
 from wattplane.operator.decisions import (
     kept_accounts,
     node_spec_update,
     policy_status,
+    quota_caps_in_force,
     renewal_due,
     shadow_event,
     status_material,
@@ -74,6 +76,8 @@ class Reconciler:
         self.events_posted = 0
         #: Keeps its decisions between rounds and re-decides only what changed since the last one.
         self.planner = Planner()
+        #: Demand-response VENs (set by the startup handler); ``None``: no grid windows.
+        self.grid: GridService | None = None
         #: node → (plan generation and TTL in force, targets, budget, cut order) known to match the
         #: plan: while the next plan hands the same objects, the node needs no comparison, only renewal.
         self._in_sync: dict[str, tuple[object, ...]] = {}
@@ -86,6 +90,11 @@ class Reconciler:
     def trigger(self) -> None:
         """Ask for a planning round soon (debounced)."""
         self._dirty.set()
+
+    def budget_measured_watts(self, policy: str) -> float | None:
+        """Measured power of the GPUs a policy's budget covers (what a VEN reports to its VTN)."""
+        report = self.last_plan.policies.get(policy) if self.last_plan is not None else None
+        return report.budget.measured_watts if report is not None and report.budget is not None else None
 
     async def round_after_now(self) -> None:
         """Wait until a round that started after this call has finished."""
@@ -160,6 +169,8 @@ class Reconciler:
         now = datetime.now(UTC)
         self._seed_from_status()
         views = [p.view for p in self.state.policies.values() if p.view is not None]
+        if self.grid is not None:
+            await self.grid.sync({v.name: v.spec for v in views if not v.deleting})
         if self.signals.configure(views):
             self._signals_due.set()
         carbon = self.signals.inputs()
@@ -175,6 +186,10 @@ class Reconciler:
             budget_rebalances=self.last_plan.budget_rebalances if self.last_plan is not None else {},
             budget_interval_s=self.settings.resync_interval_s,
             carbon_budgets=self.carbon_budgets,
+            grid_windows=self.grid.all_windows() if self.grid is not None else {},
+            previous_quota_caps=quota_caps_in_force(r.spec for r in self.state.nodes.values())
+            if any(v.spec.quota is not None for v in views)
+            else {},
         )
         result = self.planner.plan(snapshot, views, context)
         self.last_plan = result

@@ -4,6 +4,10 @@ The planning round must never wait on a carbon API, so fetching runs beside it: 
 is called from its own task, and a round only :meth:`inputs` what the shared cache holds. Every
 policy on the same (provider, zone) shares one cache entry (the service keys on the source).
 
+A ``Budgeted`` section with a ``price`` part gets the cost series instead of the bare intensity
+(:mod:`wattplane.price.cost`): its price source is refreshed beside the carbon ones
+(:class:`~wattplane.price.feed.PriceFeed`) and mixed in :meth:`CarbonSignals.inputs`.
+
 Credentials come from the Secret an EnergyPolicy names (``carbon.source.credentialsSecretRef``), read
 on refresh; the values go straight into the carbon service's credential store and are never logged,
 put in an event, a status or a metric: only the Secret's ``namespace/name`` is ever mentioned.
@@ -21,13 +25,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
-from wattplane.api.v1alpha1.energypolicy import CarbonSpec
+from wattplane.api.v1alpha1.energypolicy import CarbonSpec, PriceSpec
 from wattplane.carbon.config import SourceConfig, TraceOptions
 from wattplane.carbon.credentials import Credentials
 from wattplane.carbon.model import CarbonSignal, FallbackMode, SignalKind
 from wattplane.carbon.service import CarbonService
 from wattplane.planner.context import CarbonInput
 from wattplane.planner.snapshot import PolicyView
+from wattplane.price.cost import cost_input
+from wattplane.price.feed import PriceFeed
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +116,9 @@ class CarbonSignals:
         self._secret_errors: dict[str, str] = {}
         self._history: dict[tuple[object, ...], deque[tuple[datetime, float]]] = {}
         self._attempted: set[tuple[object, ...]] = set()
+        self._prices = PriceFeed(service.http_session, read_secret, default_namespace, clock=service.now)
+        self._price_specs: dict[str, PriceSpec] = {}
+        self._lookahead: dict[str, float] = {}
 
     def configure(self, policies: Iterable[PolicyView]) -> bool:
         """Learn which source each policy uses; a nonsensical section becomes that policy's error.
@@ -117,7 +126,8 @@ class CarbonSignals:
         Returns whether a source appeared that was never tried yet (worth a refresh right away).
         """
         configured: dict[str, _Configured] = {}
-        for policy in policies:
+        policies_list = list(policies)
+        for policy in policies_list:
             if policy.spec.carbon is None or policy.deleting:
                 continue
             try:
@@ -127,12 +137,21 @@ class CarbonSignals:
             except ValueError as exc:
                 configured[policy.name] = _Configured(None, f"invalid carbon source: {exc}")
         self._configured = configured
-        return any(c.config is not None and c.config.cache_key not in self._attempted for c in configured.values())
+        self._price_specs = {
+            p.name: p.spec.carbon.price
+            for p in policies_list
+            if p.spec.carbon is not None and p.spec.carbon.price is not None and p.name in configured
+        }
+        self._lookahead = {p.name: p.spec.carbon.lookahead_hours for p in policies_list if p.spec.carbon is not None}
+        new_price = self._prices.configure(self._price_specs)
+        return new_price or any(
+            c.config is not None and c.config.cache_key not in self._attempted for c in configured.values()
+        )
 
     async def refresh(self) -> None:
         """Load credentials and fetch every configured source once (cache permitting); never raises."""
         configs = {c.config.cache_key: c.config for c in self._configured.values() if c.config is not None}
-        await asyncio.gather(*(self._refresh_one(c) for c in configs.values()))
+        await asyncio.gather(*(self._refresh_one(c) for c in configs.values()), self._prices.refresh())
 
     async def _refresh_one(self, config: SourceConfig) -> None:
         self._attempted.add(config.cache_key)
@@ -164,8 +183,26 @@ class CarbonSignals:
         while history and history[0][0] < reading.timestamp - _HISTORY:
             history.popleft()
 
-    def inputs(self) -> dict[str, CarbonInput]:
-        """Planner inputs per policy name, from what the cache holds now."""
+    def inputs(self, now: datetime | None = None) -> dict[str, CarbonInput]:
+        """Planner inputs per policy name, from what the caches hold now (with a price: the cost series)."""
+        out = self._carbon_inputs()
+        for name, spec in self._price_specs.items():
+            view = self._prices.series(name)
+            if view is None:
+                continue
+            out[name] = cost_input(
+                out.get(name),
+                view.series,
+                weight=spec.weight,
+                now=now or self._prices.clock(),
+                lookahead_hours=self._lookahead.get(name, 24.0),
+                price_max_staleness_s=spec.max_staleness_seconds,
+                price_source=view.source,
+                price_message=view.message,
+            )
+        return out
+
+    def _carbon_inputs(self) -> dict[str, CarbonInput]:
         out: dict[str, CarbonInput] = {}
         for name, configured in self._configured.items():
             config = configured.config

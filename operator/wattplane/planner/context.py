@@ -56,6 +56,8 @@ class PlanContext:
         carbon_budgets: Slowdown accounts of budgeted carbon jobs by job id, as the last plan left them.
         grid_windows: Budget windows from outside the policies (demand-response events), by policy
             name; a budget holds them like its own ``schedule``.
+        previous_quota_caps: The quota caps in force (targets written with section ``quota``), by
+            GPU UUID, for the quota's hysteresis.
     """
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -67,3 +69,4 @@ class PlanContext:
     budget_interval_s: float = 30.0
     carbon_budgets: Mapping[str, JobCarbonBudget] = field(default_factory=dict)
     grid_windows: Mapping[str, tuple[BudgetWindow, ...]] = field(default_factory=dict)
+    previous_quota_caps: Mapping[str, float] = field(default_factory=dict)

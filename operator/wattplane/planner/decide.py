@@ -68,6 +68,8 @@ class Decision:
 
     target: GpuTarget
     clamped: bool
+    #: The limit the policy's other sections set, before a quota cap: what the quota shares up to.
+    ceiling_watts: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class _Limit:
     clamped: bool
     #: The efficiency section has no profile to go by.
     unprofiled: bool
+    #: The other sections' limit, when a quota cap undercuts it.
+    ceiling: float | None = None
 
 
 _UNKNOWN: Final = _Limit(0.0, None, "unknown", False, False)
@@ -173,10 +177,13 @@ class Decider:
         context: PlanContext,
         carbon: Mapping[str, WeightDecision],
         budgets: Mapping[str, carbonbudget.BudgetDecision],
+        quota_caps: Mapping[str, float] | None = None,
     ) -> None:
         self.context = context
         self.carbon = carbon
         self.budgets = budgets
+        #: Each quota GPU's cap this round, by UUID (:mod:`wattplane.planner.quota`).
+        self.quota_caps = quota_caps or {}
         #: What a policy proposes for one kind of GPU and one set of job inputs: most GPUs of a
         #: round share one with many others (the same model, policy and no profile of their own).
         self._memo: dict[tuple[object, ...], _Limit | None] = {}
@@ -229,10 +236,14 @@ class Decider:
         limit = self._memo.get(inputs, _UNKNOWN)
         if limit is _UNKNOWN:
             limit = self._memo[inputs] = self._limit(gpu, policy, intent, profile, budget, straggler)
+        quota = self.quota_caps.get(gpu.uuid) if spec.quota is not None else None
+        if quota is not None:
+            limit = _quota_limit(limit, quota, policy, gpu)
         if limit is None:
             return None, False
         if limit.section is None:
             return None, limit.unprofiled
+        ceiling = limit.ceiling if limit.ceiling is not None else limit.watts
         target = trusted_target(
             uuid=gpu.uuid,
             power_limit_watts=limit.watts,
@@ -246,7 +257,16 @@ class Decider:
             section=limit.section,
             dry_run=spec.dry_run,
         )
-        return Decision(target, limit.clamped), limit.unprofiled
+        return Decision(target, limit.clamped, ceiling), limit.unprofiled
+
+    def ceiling(self, gpu: GpuView, key: PodKey, state: PodState, policy: PolicyView) -> float:
+        """The limit ``policy``'s sections other than its quota set on ``gpu`` (its default without one)."""
+        profile = self.context.profiles.get((state.job, gpu.model))
+        budget = self.budgets.get(state.job) if budgeted(policy) else None
+        straggler = self.context.straggler_caps.get(key) if policy.spec.stragglers is not None else None
+        limit = self._limit(gpu, policy, state.intent, profile, budget, straggler)
+        watts = limit.watts if limit is not None and limit.section is not None else gpu.default_watts
+        return min(max(watts, gpu.min_watts), gpu.max_watts)
 
     def _limit(
         self,
@@ -319,6 +339,27 @@ class Decider:
                 _Proposal(straggler, "stragglers", f"Perseus: waits for the job's slowest pod → {straggler:g} W")
             )
         return out
+
+
+def _quota_limit(limit: _Limit | None, cap: float, policy: PolicyView, gpu: GpuView) -> _Limit:
+    """``limit`` with the policy's quota cap on top: the cap wins when it is tighter.
+
+    A policy whose only section is the quota proposes nothing else: its GPUs share the quota up to
+    their default limits.
+    """
+    ceiling = limit.watts if limit is not None and limit.section is not None else gpu.default_watts
+    ceiling = min(max(ceiling, gpu.min_watts), gpu.max_watts)
+    if cap >= ceiling and limit is not None and limit.section is not None:
+        return limit
+    spec = policy.spec.quota
+    assert spec is not None
+    watts, clamped, reason = clamp(
+        min(cap, ceiling),
+        f"EnergyPolicy {policy.name}: share of the {spec.watts:g} W quota → {min(cap, ceiling):g} W",
+        gpu,
+    )
+    unprofiled = limit.unprofiled if limit is not None else False
+    return _Limit(watts, "quota", reason, clamped, unprofiled, ceiling)
 
 
 def clamp(watts: float, reason: str, gpu: GpuView) -> tuple[float, bool, str]:

@@ -40,6 +40,7 @@ from wattplane.planner.carbon import WeightDecision, carbon_weight
 from wattplane.planner.context import PlanContext
 from wattplane.planner.decide import Decider, Decision, PodState, budget_decision, budgeted, carbon_key
 from wattplane.planner.jobs import job_id
+from wattplane.planner.quota import QuotaAllocation, QuotaGpu, QuotaParams, allocate_quota
 from wattplane.planner.reports import GpuShare, PolicyReport, PolicyTally, TallySummary, observes_only
 from wattplane.planner.selection import Selector, rank_key, sets_pod_limits
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PodView, PolicyView, SnapshotDelta
@@ -192,6 +193,9 @@ class Planner:
         self._contenders = [p for p in active if sets_pod_limits(p.spec)]
         self._observers = [p for p in active if observes_only(p)]
         self._budgets = sorted((p for p in active if p.spec.budget is not None), key=rank_key)
+        self._quotas = [p for p in active if p.spec.quota is not None]
+        self._quota_caps: dict[str, float] = {}
+        self._quota_outcomes: dict[str, QuotaAllocation] = {}
         self._pods: Mapping[PodKey, PodView] = {}
         self._states: dict[PodKey, PodState] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
@@ -248,6 +252,9 @@ class Planner:
         self._update_gpus(snapshot, changes)
         self._update_signals(context, changes)
         decider = Decider(context, self._carbon, self._carbon_budgets)
+        if self._quotas:
+            self._update_quotas(decider, context, changes)
+            decider = Decider(context, self._carbon, self._carbon_budgets, self._quota_caps)
         self._redecide(decider, changes)
         self._update_budgets(snapshot, context, changes)
         self._update_outputs(changes)
@@ -261,6 +268,7 @@ class Planner:
                 self._carbon.get(name),
                 context.carbon.get(name),
                 (outcome.status, outcome.met, outcome.message) if outcome is not None else None,
+                self._quota_outcomes.get(name),
             )
         self._version = snapshot.version
         return self._result(snapshot, changes)
@@ -544,6 +552,57 @@ class Planner:
         for policy, job in held.unprofiled:
             reports.flag_unprofiled(self._tallies[policy], job, add=False)
             changes.policies.add(policy)
+
+    # -- quotas ----------------------------------------------------------------------------------
+
+    def _update_quotas(self, decider: Decider, context: PlanContext, changes: _Changes) -> None:
+        """Share each quota among its pods' GPUs; re-decide the nodes whose caps moved.
+
+        Every round, over every GPU of a quota's pods: a quota follows measured power (an idle GPU
+        lends, a capped one reclaims), so there is nothing to skip. The other sections' limit is each
+        GPU's ceiling, computed in this round, and hysteresis weighs the caps in force (from the
+        context), so a fresh planner and a long-lived one agree.
+        """
+        caps: dict[str, float] = {}
+        for policy in self._quotas:
+            spec = policy.spec.quota
+            assert spec is not None
+            gpus: dict[str, QuotaGpu] = {}
+            for key in sorted(self._governed.get(policy.name, ())):
+                state = self._states[key]
+                for gpu in self._pod_gpus.get(key, {}).values():
+                    if gpu.mig_enabled or gpu.uuid in gpus:
+                        continue
+                    profile = context.profiles.get((state.job, gpu.model))
+                    knee = profile.chosen_watts if profile is not None and profile.state == "Done" else None
+                    gpus[gpu.uuid] = QuotaGpu(
+                        uuid=gpu.uuid,
+                        priority_rank=_budget_rank(self._states, gpu),
+                        floor_watts=gpu.min_watts,
+                        ceiling_watts=decider.ceiling(gpu, key, state, policy),
+                        measured_watts=gpu.power_watts,
+                        cap_watts=gpu.limit_watts,
+                        busy=gpu.power_watts > gpu.min_watts * 0.5,
+                        efficient_watts=float(knee) if knee is not None else None,
+                        node=gpu.node,
+                    )
+            params = QuotaParams(
+                margin_fraction=spec.margin_fraction,
+                hysteresis_fraction=spec.hysteresis_fraction,
+                knee_aware=spec.knee_aware,
+            )
+            previous = {u: context.previous_quota_caps[u] for u in gpus if u in context.previous_quota_caps}
+            outcome = allocate_quota(spec.watts, gpus.values(), previous, params)
+            caps.update(outcome.caps)
+            if self._quota_outcomes.get(policy.name) != outcome:
+                changes.reported.add(policy.name)
+            self._quota_outcomes[policy.name] = outcome
+        for uuid in caps.keys() | self._quota_caps.keys():
+            if caps.get(uuid) != self._quota_caps.get(uuid):
+                gpu_plan = self._gpus.get(uuid)
+                if gpu_plan is not None:
+                    changes.nodes.add(gpu_plan.view.node)
+        self._quota_caps = caps
 
     # -- budgets ---------------------------------------------------------------------------------
 

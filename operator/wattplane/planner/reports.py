@@ -13,9 +13,10 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
-from wattplane.api.v1alpha1.energypolicy import BudgetStatus, CarbonStatus
+from wattplane.api.v1alpha1.energypolicy import BudgetStatus, CarbonStatus, QuotaStatus
 from wattplane.planner.carbon import WeightDecision
 from wattplane.planner.context import CarbonInput
+from wattplane.planner.quota import QuotaAllocation
 from wattplane.planner.selection import sets_pod_limits
 from wattplane.planner.snapshot import PolicyView
 
@@ -49,6 +50,10 @@ class PolicyReport:
     budget_message: str = ""
     #: Jobs the efficiency section cannot profile (no progress signal), ``namespace/job``.
     unprofiled_jobs: tuple[str, ...] = ()
+    quota: QuotaStatus | None = None
+    #: ``None`` when the policy has no quota; else whether the quota can be met.
+    quota_met: bool | None = None
+    quota_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,7 @@ def report(
     carbon: WeightDecision | None,
     signal: CarbonInput | None,
     budget: tuple[BudgetStatus, bool, str] | None,
+    quota: QuotaAllocation | None = None,
 ) -> PolicyReport:
     """The policy's report from its tally and the round's carbon and budget outcomes."""
     spec = policy.spec
@@ -227,4 +233,21 @@ def report(
         budget_met=budget[1] if budget is not None else None,
         budget_message=budget[2] if budget is not None else "",
         unprofiled_jobs=tally.unprofiled_jobs,
+        quota=_quota_status(quota) if quota is not None else None,
+        quota_met=quota.feasible if quota is not None else None,
+        quota_message=quota.message if quota is not None else "",
+    )
+
+
+def _quota_status(quota: QuotaAllocation) -> QuotaStatus:
+    return QuotaStatus(
+        watts=quota.quota_watts,
+        allocated_watts=round(quota.allocated_watts, 3),
+        measured_watts=round(quota.measured_watts, 3),
+        demand_watts=round(quota.demand_watts, 3),
+        minimum_watts=round(quota.minimum_watts, 3),
+        lent_watts=round(quota.lent_watts, 3),
+        gpus=len(quota.caps),
+        cut_gpus=quota.cut_gpus,
+        held_gpus=quota.held_gpus,
     )

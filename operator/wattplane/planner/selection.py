@@ -41,7 +41,9 @@ def sets_pod_limits(spec: EnergyPolicySpec) -> bool:
     Only such policies contend for pods: a budget-only policy covers nodes, and an observe-only one
     (``dryRun`` and no section) must never take a pod away from a policy that caps it.
     """
-    return any(section is not None for section in (spec.limits, spec.efficiency, spec.carbon, spec.stragglers))
+    return any(
+        section is not None for section in (spec.limits, spec.efficiency, spec.carbon, spec.stragglers, spec.quota)
+    )
 
 
 def rank_key(policy: PolicyView) -> tuple[int, str]:

@@ -7,6 +7,8 @@ real agents, so a GPU's limit moves exactly as it would under a plan. The planne
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from wattplane.api.v1alpha1.gpunode import GpuTarget
 from wattplane.sim.engine import Simulation
 from wattplane.sim.oracles import CarbonPlan, carbon_schedule, zeus_limit
@@ -117,8 +119,19 @@ class CarbonOracleController(_OracleBase):
 
     name = "carbon-oracle"
 
-    def __init__(self, *, slowdown: float = 0.025, floor_fraction: float | None = None, flat: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        slowdown: float = 0.025,
+        floor_fraction: float | None = None,
+        flat: bool = False,
+        series: tuple[Callable[[float], float], Callable[[float], float]] | None = None,
+        name: str | None = None,
+    ) -> None:
         super().__init__()
+        #: ``(value_at, next_change)`` of another step function to minimise instead of the carbon trace
+        #: (the price-oracle: the minimum-cost schedule within the same budget).
+        self.series = series
         self.slowdown = slowdown
         self.floor_fraction = floor_fraction
         #: Ignore the trace (constant intensity): the minimum-*energy* schedule within the same slowdown
@@ -126,6 +139,8 @@ class CarbonOracleController(_OracleBase):
         self.flat = flat
         if flat:
             self.name = "energy-oracle"
+        if name is not None:
+            self.name = name
         self.plans: dict[str, CarbonPlan] = {}
 
     def job_started(self, sim: Simulation, job: RunningJob) -> None:
@@ -142,12 +157,12 @@ class CarbonOracleController(_OracleBase):
             start=sim.t,
             uncapped_watts=model.default_watts,
             slowdown=self.slowdown,
-            intensity_at=_unit if self.flat else sim.carbon.at,
-            next_change=sim.carbon.next_change,
+            intensity_at=_unit if self.flat else self.series[0] if self.series else sim.carbon.at,
+            next_change=self.series[1] if self.series else sim.carbon.next_change,
         )
         self.plans[job.spec.id] = result
         first, *rest = result.segments
-        self._set(sim, job, first.watts, "carbon-oracle schedule")
+        self._set(sim, job, first.watts, f"{self.name} schedule")
         for k, segment in enumerate(rest, start=1):
             sim.schedule(segment.start, (job.spec.id, k))
 
@@ -159,7 +174,7 @@ class CarbonOracleController(_OracleBase):
         job = sim.running.get(job_id)
         if job is None:
             return
-        self._set(sim, job, self.plans[job_id].segments[k].watts, "carbon-oracle schedule")
+        self._set(sim, job, self.plans[job_id].segments[k].watts, f"{self.name} schedule")
 
 
 def _oracle_floor(min_watts: float, default_watts: float, floor_fraction: float | None) -> float:

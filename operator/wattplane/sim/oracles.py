@@ -17,7 +17,10 @@ is a linear program with one coupling constraint. Only points on the lower conve
 moves on a straight line, so the curve's knots are all the limits needed. Starting from every interval
 at the hull's slowest point, the cheapest way to add work is the hull edge with the lowest
 ``c_i · ΔP/Δr`` over all intervals; hull slopes increase along the hull, so taking edges in that order
-(the last one fractionally) is the exact optimum of this continuous knapsack. The end time is chosen
+(the last one fractionally) is the exact optimum of this continuous knapsack. A negative ``c_i`` (an
+electricity price below zero, for the price-oracle) turns the interval's cost concave in the rate: the
+cheapest mixes there lie on the chord from the slowest to the fastest hull point, so such an interval
+offers that one chord (of negative cost per unit of work, so it is taken first). The end time is chosen
 over a grid of ``end_points`` values between the uncapped finish and the deadline (plus every interval
 boundary in that range): the result is optimal for this LP up to that grid and the interval
 resolution of the trace, so it is the physical limit of carbon-aware capping for the job, apart from
@@ -164,28 +167,39 @@ def schedule_for_end(
     if done > work * (1 + 1e-12) or top < work * (1 - 1e-12):
         return None  # cannot stay busy until ``end`` without overshooting, or cannot finish by it
     level = [0] * len(window)  # hull vertex each slot sits at
-    frac = [0.0] * len(window)  # fraction of the slot spent on the next vertex up
+    frac = [0.0] * len(window)  # fraction of the slot spent on the next vertex up (the top one on a chord)
+    chord = [c < 0 for _, _, c in window]  # negative cost: only the chord from the slowest to the fastest point
+    top = len(hull) - 1
     upgrades = sorted(
-        (c * (hull[e + 1].power - hull[e].power) / (hull[e + 1].rate - hull[e].rate), i, e)
-        for i, (_, _, c) in enumerate(window)
-        for e in range(len(hull) - 1)
+        [
+            (c * (hull[e + 1].power - hull[e].power) / (hull[e + 1].rate - hull[e].rate), i, e)
+            for i, (_, _, c) in enumerate(window)
+            if not chord[i]
+            for e in range(top)
+        ]
+        + [
+            (c * (hull[top].power - hull[0].power) / (hull[top].rate - hull[0].rate), i, top - 1)
+            for i, (_, _, c) in enumerate(window)
+            if chord[i] and top > 0
+        ]
     )
     need = work - done
     for _, i, e in upgrades:
         if need <= 0:
             break
         a, b, _ = window[i]
-        gain = (b - a) * (hull[e + 1].rate - hull[e].rate)
+        lower = 0 if chord[i] else e
+        gain = (b - a) * (hull[e + 1].rate - hull[lower].rate)
         if gain <= need:
             level[i], need = e + 1, need - gain
         else:
-            level[i], frac[i], need = e, need / gain, 0.0
+            level[i], frac[i], need = lower, need / gain, 0.0
     segments: list[Segment] = []
     carbon = 0.0
     for i, (a, b, c) in enumerate(window):
         low = hull[level[i]]
         if frac[i] > 0:
-            high = hull[level[i] + 1]
+            high = hull[top if chord[i] else level[i] + 1]
             split = a + (b - a) * frac[i]
             segments += [Segment(a, high.watts), Segment(split, low.watts)]
             carbon += c * ((split - a) * high.power + (b - split) * low.power) / 3.6e6

@@ -12,12 +12,14 @@ a GPU working flat out. Between events everything is constant:
   ``served / capacity_g`` of the time. Work is counted in uncapped GPU-seconds served.
 
 Energy and carbon are attributed per job between events (:meth:`RunningJob.flush`): exact integrals of
-piecewise-constant power.
+piecewise-constant power. With a price trace (:mod:`wattplane.sim.price`) the job's energy cost is
+integrated the same way.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wattplane.planner.snapshot import PodKey
@@ -28,6 +30,7 @@ from wattplane.sim.jobs import JobSpec
 #: Backlog below this (uncapped GPU-seconds) counts as none: float noise from draining.
 BACKLOG_EPS = 1e-9
 _J_PER_KWH = 3.6e6
+_J_PER_MWH = 3.6e9
 
 
 @dataclass(eq=False)
@@ -62,6 +65,10 @@ class RunningJob:
     """∫ mean limit of the job's GPUs dt (for the mean-cap receipt)."""
     limits_mean: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    #: Energy cost so far, in the price trace's currency (only with a price trace).
+    cost: float = 0.0
+    #: Price per MWh at a virtual second; set by :class:`wattplane.sim.price.PriceMeter` when the job starts.
+    price_at: Callable[[float], float] | None = None
 
     @property
     def training(self) -> bool:
@@ -76,6 +83,8 @@ class RunningJob:
         joules = self.power * dt
         self.energy_j += joules
         self.carbon_g += joules * intensity / _J_PER_KWH
+        if self.price_at is not None:
+            self.cost += joules * self.price_at(self.since) / _J_PER_MWH
         self.progress += self.rate * dt
         self.limit_seconds += self.limits_mean * dt
         if not self.training:

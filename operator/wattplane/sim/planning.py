@@ -25,7 +25,7 @@ from wattplane.agent.gpu.base import GpuIdentity, PowerConstraints
 from wattplane.api.annotations import JOB, PRIORITY, PROGRESS_METRIC, WORKLOAD
 from wattplane.api.v1alpha1.energypolicy import CarbonSpec
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec
-from wattplane.operator.decisions import node_spec_update
+from wattplane.operator.decisions import node_spec_update, quota_caps_in_force
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.progress import ProgressSample
 from wattplane.planner.context import CarbonInput, PlanContext
@@ -59,6 +59,7 @@ class PolicyController:
         self.policies = list(policies)
         self._interval = plan_interval_s
         self._by_name = {p.name: p for p in self.policies}
+        self._quotas = any(p.spec.quota is not None for p in self.policies)
         #: The jobs' simulated progress counters, read by the operator's own observer instead of HTTP.
         self.counters: dict[PodKey, float] = {}
         self.observer = JobObserver(read_progress=self._read_counter)
@@ -122,6 +123,7 @@ class PolicyController:
             budget_rebalances=self.last_plan.budget_rebalances if self.last_plan is not None else {},
             budget_interval_s=self._interval,
             carbon_budgets=self.last_plan.carbon_budgets if self.last_plan is not None else {},
+            previous_quota_caps=quota_caps_in_force(self._specs) if self._quotas else {},
         )
         result = self.planner.plan(snapshot, self.policies, context)
         self.last_plan = result

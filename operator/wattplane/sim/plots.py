@@ -99,3 +99,47 @@ def _save(fig: object, path: Path, footer: str) -> Path:
     fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
     plt.close(fig)  # type: ignore[arg-type]
     return path
+
+
+def write_serving_pareto(
+    series: Sequence[tuple[str, Sequence[tuple[float, float, str]]]],
+    path: Path,
+    *,
+    title: str,
+    slo_ms: float | None = None,
+    attribution: Sequence[str] = (),
+) -> Path:
+    """Energy per output token against p90 TPOT, one line of labelled points per knob kind.
+
+    ``series`` is ``(name, [(tpot_ms, joules_per_token, label), ...])``; labels are drawn next to points.
+    With ``slo_ms`` the objective is drawn and the axis stops at three times it (points past it are
+    off the chart: far outside any objective).
+
+    Raises:
+        RuntimeError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency; a stripped image may lack it
+        raise RuntimeError("plots need matplotlib (pip install matplotlib)") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, points in series:
+        (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linewidth=1.2, label=name)
+        for x, y, label in points:
+            ax.annotate(label, (x, y), fontsize=6, color=line.get_color(), xytext=(3, 3), textcoords="offset points")
+    if slo_ms is not None:
+        ax.axvline(slo_ms, color="black", linestyle="--", linewidth=1, label=f"p90 TPOT objective {slo_ms:g} ms")
+        ax.set_xlim(0, 3 * slo_ms)
+        shown = [p[1] for _, points in series for p in points if p[0] <= 3 * slo_ms]
+        if shown:
+            ax.set_ylim(0.95 * min(shown), 1.03 * max(shown))
+    ax.set_xlabel("p90 time per output token, ms (modelled)")
+    ax.set_ylabel("GPU energy per output token, J (modelled)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path, "  ".join(attribution))

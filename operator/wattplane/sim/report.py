@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from wattplane.sim.results import Comparison, RunResult, compare
+from wattplane.sim.results import Comparison, JobReceipt, RunResult, compare
 
 SCHEMA = "wattplane.simulate/v1"
 ZEUS_ATTRIBUTION = "GPU power curves: Zeus (You, Chung, Chowdhury, NSDI'23), github.com/ml-energy/zeus, Apache-2.0."
@@ -39,13 +39,17 @@ def table(results: Sequence[RunResult]) -> str:
         f"{'run':<20} {'energy kWh':>11} {'Δ':>7} {'carbon kg':>10} {'Δ':>7} {'JCT mean':>9} {'JCT p95':>8}"
         f" {'hi-prio work':>12} {'over budget s':>13} {'longest s':>9}"
     )
+    priced = bool(results) and results[0].cost is not None
+    if priced:
+        header += f" {'cost ' + results[0].cost_currency:>11} {'Δ':>7}"
     lines = [header, "-" * len(header)]
     for r, c in zip(results, comparisons(results), strict=True):
         tput = "-" if c.high_priority_throughput is None else f"{c.high_priority_throughput:.3f}"
+        cost = f" {r.cost or 0.0:>11.2f} {_pct(c.cost_change):>7}" if priced else ""
         lines.append(
             f"{r.name[:20]:<20} {r.energy_kwh:>11.1f} {_pct(c.energy_change):>7} {r.carbon_kg:>10.1f}"
             f" {_pct(c.carbon_change):>7} {_pct(c.mean_jct_change, 2):>9} {_pct(c.p95_jct_change):>8}"
-            f" {tput:>12} {c.seconds_over_budget:>13.1f} {c.longest_over_budget_s:>9.1f}"
+            f" {tput:>12} {c.seconds_over_budget:>13.1f} {c.longest_over_budget_s:>9.1f}{cost}"
         )
     return "\n".join(lines)
 
@@ -55,7 +59,8 @@ def summary(results: Sequence[RunResult]) -> str:
     base = results[0]
     out = [
         f"uncapped: {base.energy_kwh:.1f} kWh and {base.carbon_kg:.1f} kg CO2 for the jobs "
-        f"({base.fleet_energy_kwh:.1f} kWh for the whole fleet over the run, idle GPUs included)."
+        f"({base.fleet_energy_kwh:.1f} kWh for the whole fleet over the run, idle GPUs included)"
+        + (f"; energy cost {base.cost:.2f} {base.cost_currency} (simulated)." if base.cost is not None else ".")
     ]
     for r, c in zip(results[1:], comparisons(results)[1:], strict=True):
         saved_kwh = base.energy_kwh - r.energy_kwh
@@ -64,9 +69,13 @@ def summary(results: Sequence[RunResult]) -> str:
         budget = ""
         if r.scopes:
             budget = f", {c.seconds_over_budget:.0f} s over budget (longest {c.longest_over_budget_s:.1f} s)"
+        cost = ""
+        if r.cost is not None and base.cost is not None:
+            change = "" if c.cost_change is None else f" ({-c.cost_change:.1%})"
+            cost = f", {base.cost - r.cost:.2f} {r.cost_currency} of energy cost saved{change}"
         out.append(
             f"{r.name}: {saved_kwh:.1f} kWh saved ({-c.energy_change:.1%}), {saved_kg:.2f} kg CO2 avoided"
-            f" ({-c.carbon_change:.1%}){jct}{budget}."
+            f" ({-c.carbon_change:.1%}){cost}{jct}{budget}."
         )
     return "\n".join(out)
 
@@ -83,6 +92,9 @@ def to_json(
     for r, c in zip(results, comparisons(results), strict=True):
         vs = asdict(c)
         vs.pop("name")
+        priced = r.cost is not None  # the cost keys appear only in runs with a price trace (stable keys otherwise)
+        if not priced:
+            vs.pop("cost_change")
         runs.append(
             {
                 "name": r.name,
@@ -101,9 +113,11 @@ def to_json(
                 "vs_uncapped": {k: _round(v) for k, v in vs.items()},
                 "budgets": [{k: _round(v) for k, v in asdict(s).items()} for s in r.scopes],
                 "notes": list(r.notes),
-                "jobs": [{k: _round(v) for k, v in asdict(j).items()} for j in r.receipts] if receipts else [],
+                "jobs": [_receipt(j, priced=priced) for j in r.receipts] if receipts else [],
             }
         )
+        if priced:
+            runs[-1].update(cost=_round(r.cost), cost_currency=r.cost_currency)
     return {
         "schema": SCHEMA,
         "scenario": dict(scenario),
@@ -118,6 +132,13 @@ def to_json(
             for r in results
         },
     }
+
+
+def _receipt(receipt: JobReceipt, *, priced: bool) -> dict[str, Any]:
+    out = {k: _round(v) for k, v in asdict(receipt).items()}
+    if not priced:
+        out.pop("cost")
+    return out
 
 
 def _round(value: Any) -> Any:

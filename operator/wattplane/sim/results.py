@@ -6,6 +6,8 @@ Scopes, so that every run is compared on the same work:
   start to finish (training jobs submitted during the run are run to completion, so every run does the
   same training work; services run for the run's duration);
 * ``fleet_energy_kwh`` / ``fleet_carbon_kg``: every GPU, idle ones included, over the run's duration only;
+* ``cost`` (with a price trace): the jobs' energy times the price in force, same scope as ``energy_kwh``,
+  in ``cost_currency`` (negative prices count: energy bought then earns money);
 * JCT changes compare each training job with itself in the uncapped run (jobs that finished in both);
 * high-priority throughput: work of ``high`` jobs done within the duration (``[0, duration_s)``), in
   uncapped GPU-seconds (training: epochs × uncapped seconds per epoch × GPUs; inference: demand
@@ -51,6 +53,8 @@ class JobReceipt:
     #: Inference only: demand (uncapped GPU-seconds) and backlog left at the end.
     demand_gpu_s: float = 0.0
     backlog_gpu_s: float = 0.0
+    #: Energy cost in the price trace's currency (``None`` without one).
+    cost: float | None = None
 
     @property
     def completed(self) -> bool:
@@ -98,6 +102,8 @@ class RunResult:
     timeline_intensity: tuple[float, ...]
     wall_s: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    cost: float | None = None
+    cost_currency: str = ""
 
     @property
     def high_priority_work_gpu_s(self) -> float:
@@ -110,6 +116,7 @@ def collect(sim: Simulation, name: str, *, wall_s: float = 0.0, notes: Sequence[
     jobs = [*sim.finished.values(), *sim.running.values()]
     receipts = tuple(sorted((_receipt(sim, j) for j in jobs), key=lambda r: r.id))
     job_energy = math.fsum(j.energy_j for j in jobs)
+    price = getattr(sim.carbon, "price", None)  # a PricedCarbonTrack's (wattplane.sim.price)
     tl = sim.timeline
     mean_limit = tuple(
         (lim / busy) if busy > 0 else None for lim, busy in zip(tl.busy_limit_ws, tl.busy_gpu_s, strict=True)
@@ -142,6 +149,8 @@ def collect(sim: Simulation, name: str, *, wall_s: float = 0.0, notes: Sequence[
         timeline_intensity=tuple(i / c if c > 0 else 0.0 for i, c in zip(tl.intensity_s, tl.covered_s, strict=True)),
         wall_s=wall_s,
         notes=tuple(notes),
+        cost=math.fsum(j.cost for j in jobs) if price is not None else None,
+        cost_currency=price.currency if price is not None else "",
     )
 
 
@@ -167,6 +176,7 @@ def _receipt(sim: Simulation, job: RunningJob) -> JobReceipt:
         window_work_gpu_s=at_window_end * unit,
         demand_gpu_s=job.demand_total,
         backlog_gpu_s=job.backlog,
+        cost=job.cost if job.price_at is not None else None,
     )
 
 
@@ -192,6 +202,8 @@ class Comparison:
     seconds_over_budget: float
     longest_over_budget_s: float
     compared_jobs: int
+    #: Change of the jobs' energy cost (``None`` without a price trace or with a base cost ≤ 0).
+    cost_change: float | None = None
 
 
 def compare(run: RunResult, base: RunResult) -> Comparison:
@@ -230,6 +242,9 @@ def compare(run: RunResult, base: RunResult) -> Comparison:
         seconds_over_budget=math.fsum(s.over_s for s in run.scopes),
         longest_over_budget_s=max((s.longest_over_s for s in run.scopes), default=0.0),
         compared_jobs=len(changes),
+        cost_change=(
+            run.cost / base.cost - 1.0 if run.cost is not None and base.cost is not None and base.cost > 0 else None
+        ),
     )
 
 
@@ -249,8 +264,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def savings_share(run: Comparison, oracle: Comparison, *, key: str) -> float | None:
-    """How much of the oracle's reduction ``run`` achieved (``key``: ``energy`` or ``carbon``)."""
-    attr: Mapping[str, str] = {"energy": "energy_change", "carbon": "carbon_change"}
-    best = -float(getattr(oracle, attr[key]))
-    got = -float(getattr(run, attr[key]))
+    """How much of the oracle's reduction ``run`` achieved (``key``: ``energy``, ``carbon`` or ``cost``)."""
+    attr: Mapping[str, str] = {"energy": "energy_change", "carbon": "carbon_change", "cost": "cost_change"}
+    best_value, got_value = getattr(oracle, attr[key]), getattr(run, attr[key])
+    if best_value is None or got_value is None:
+        return None
+    best = -float(best_value)
+    got = -float(got_value)
     return got / best if best > 0 else None

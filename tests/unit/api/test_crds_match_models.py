@@ -184,7 +184,22 @@ COLUMN_TYPES = {"integer": {"integer"}, "number": {"number", "integer"}, "boolea
 @pytest.mark.parametrize(
     ("name", "columns"),
     [
-        ("energypolicies", {"Priority", "DryRun", "Pods", "GPUs", "Allocated W", "Ready", "Reason", "J/Token", "Age"}),
+        (
+            "energypolicies",
+            {
+                "Priority",
+                "DryRun",
+                "Pods",
+                "GPUs",
+                "Allocated W",
+                "Quota W",
+                "Quota Used W",
+                "Ready",
+                "Reason",
+                "J/Token",
+                "Age",
+            },
+        ),
         ("gpunodes", {"Backend", "GPUs", "Power W", "Budget W", "Targets", "Ready", "Heartbeat", "Age"}),
     ],
 )

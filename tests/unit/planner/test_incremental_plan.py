@@ -59,7 +59,7 @@ def canonical(result: Plan) -> str:
 
 
 def _policy(rng: random.Random, name: str) -> PolicyView:
-    kind = rng.choice(["limits", "carbon", "budgeted", "efficiency", "stragglers", "budget", "observe"])
+    kind = rng.choice(["limits", "carbon", "budgeted", "efficiency", "stragglers", "budget", "quota", "observe"])
     team = rng.choice(TEAMS)
     spec: dict[str, Any] = {"selector": {"podSelector": {"matchLabels": {"team": team}}}, "priority": rng.randint(0, 3)}
     if rng.random() < 0.3:
@@ -84,6 +84,21 @@ def _policy(rng: random.Random, name: str) -> PolicyView:
             "nodeSelector": {"matchLabels": {"rack": rng.choice(RACKS)}},
         }
         spec.setdefault("limits", {"maxFractionOfDefault": 0.9})
+        if rng.random() < 0.5:  # windows that open and close while the walk's clock runs
+            opens = START + timedelta(seconds=rng.choice([0, 60, 600, 1800]))
+            spec["budget"]["schedule"] = [
+                {
+                    "name": "w1",
+                    "start": opens.isoformat(),
+                    "end": (opens + timedelta(seconds=rng.choice([30, 900, 3600]))).isoformat(),
+                    **({"watts": rng.choice([600.0, 1200.0])} if rng.random() < 0.5 else {"fraction": 0.6}),
+                    **({"rampWattsPerSecond": 20.0} if rng.random() < 0.5 else {}),
+                }
+            ]
+            if rng.random() < 0.3:
+                del spec["budget"]["watts"]
+    if kind == "quota":
+        spec["quota"] = {"watts": rng.choice([400.0, 1200.0, 3000.0]), "hysteresisFraction": rng.choice([0.0, 0.05])}
     if kind == "observe":
         spec = {"selector": spec["selector"], "dryRun": True}
     elif rng.random() < 0.15:
@@ -345,6 +360,11 @@ class World:
             previous_node_budgets=dict(last.node_budgets) if last is not None else {},
             budget_rebalances=dict(last.budget_rebalances) if last is not None else {},
             carbon_budgets=dict(last.carbon_budgets) if last is not None else {},
+            previous_quota_caps={
+                t.uuid: t.power_limit_watts for ts in last.nodes.values() for t in ts if t.section == "quota"
+            }
+            if last is not None
+            else {},
         )
         return snapshot, list(self.policies.values()), context
 

@@ -27,6 +27,8 @@ CRD = CrdInfo(
         PrinterColumn("Pods", "integer", ".status.matchedPods", "Pods this policy governs"),
         PrinterColumn("GPUs", "integer", ".status.matchedGpus", "GPUs this policy sets"),
         PrinterColumn("Allocated W", "number", ".status.allocatedWatts", "Sum of GPU limits set"),
+        PrinterColumn("Quota W", "number", ".spec.quota.watts", "Watt quota of the governed pods", priority=1),
+        PrinterColumn("Quota Used W", "number", ".status.quota.measuredWatts", "Quota GPUs draw", priority=1),
         PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
         PrinterColumn("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', priority=1),
         PrinterColumn(
@@ -328,7 +330,8 @@ class PriceSpec(ApiModel):
     Each round the planner spends the jobs' slowdown budgets where the cost series is highest:
     ``cost = (1 - weight) * carbon + weight * mean(carbon) * price+ / mean(price+)``, where ``price+``
     is the price floored at zero (energy that costs nothing or pays is always worth using, so those
-    hours run uncapped) and the means are taken over ``lookaheadHours`` before and after now.
+    hours run uncapped) and the means are taken over ``lookaheadHours`` before and after now (with
+    ``weight: 1``, 100 stands in for ``mean(carbon)``: the carbon signal is not needed then).
     ``weight: 0`` is the carbon-only policy exactly; ``weight: 1`` follows the price alone.
     """
 
@@ -411,10 +414,10 @@ class OpenAdrSpec(ApiModel):
     The operator polls the VTN (simple HTTP pull). The Secret named by ``credentialsSecretRef`` may hold:
     ``venId`` (a venID the utility assigned; absent: the VTN assigns one at registration), ``cert`` and
     ``key`` (PEM client certificate and private key: TLS client authentication and XML message signing),
-    ``keyPassphrase`` (for an encrypted ``key``), ``caCert`` (PEM bundle the VTN's TLS certificate is checked
-    against; absent: the system's bundle) and ``vtnFingerprint`` (the VTN certificate's fingerprint: signed
-    messages from anyone else are refused). Values are never logged; without a Secret the VEN talks
-    unsigned, which only suits a VTN on a trusted network.
+    ``keyPassphrase`` (for an encrypted ``key``), ``caCert`` (PEM bundle the VTN's TLS certificate is
+    checked against; absent: the public CAs bundled with certifi) and ``vtnFingerprint`` (the VTN
+    certificate's fingerprint: signed messages from anyone else are refused). Values are never logged;
+    without a Secret the VEN talks unsigned, which only suits a VTN on a trusted network.
     """
 
     vtn_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
@@ -568,6 +571,50 @@ class BudgetSpec(ApiModel):
         return self
 
 
+class QuotaSpec(ApiModel):
+    """A watt quota for the pods the policy selects (a namespace, a team's label): caps that add up to it.
+
+    Unlike a budget, which protects a node set's feed and is enforced by the node agents on measured
+    power, a quota follows pods wherever they run, so the planner enforces it with per-GPU caps whose
+    sum never exceeds ``watts``. Caps follow the load every planning round: an idle GPU lends its
+    headroom to busy ones and gets it back within one round once it runs into its cap. When the quota
+    binds, the lowest priority is cut first and, within a priority, every GPU down to its efficient
+    limit (its Zeus profile's knee, when profiled) before any goes below it.
+    """
+
+    watts: float = Field(gt=0, le=1e9)
+    """Sum of the selected pods' GPU caps, watts."""
+    margin_fraction: float = Field(default=0.1, ge=0, le=1)
+    """Room above measured power a running GPU is given, as a fraction of its ceiling."""
+    hysteresis_fraction: float = Field(default=0.05, ge=0, le=0.5)
+    """A GPU keeps its cap when the new one moves by at most this fraction of it (and the sum fits)."""
+    knee_aware: bool = True
+    """Within a priority, cut every GPU to its efficient limit before any goes below it."""
+
+
+class QuotaStatus(LenientApiModel):
+    """The quota section's last allocation."""
+
+    watts: float = 0.0
+    """The quota, watts."""
+    allocated_watts: float = 0.0
+    """Sum of the caps the quota set, watts (at most ``watts`` when feasible)."""
+    measured_watts: float = 0.0
+    """Measured power of the quota's GPUs, watts."""
+    demand_watts: float = 0.0
+    """What the GPUs asked for (measured power plus margin, the ceiling when power-bound), watts."""
+    minimum_watts: float = 0.0
+    """Sum of the GPUs' minimum limits: below this the quota cannot be met."""
+    lent_watts: float = 0.0
+    """Headroom idle GPUs lent to busy ones, watts."""
+    gpus: int = 0
+    """GPUs of the quota's pods."""
+    cut_gpus: int = 0
+    """GPUs capped below what they asked for."""
+    held_gpus: int = 0
+    """GPUs whose previous cap hysteresis kept."""
+
+
 class StragglerSpec(ApiModel):
     """Perseus-style: in multi-pod jobs, slow the pods that would only wait for the slowest one."""
 
@@ -578,10 +625,10 @@ class StragglerSpec(ApiModel):
 
 
 #: The sections that make a policy do something; a policy needs one of them, or ``dryRun: true``.
-ENFORCING_SECTIONS = ("limits", "efficiency", "carbon", "budget", "stragglers")
+ENFORCING_SECTIONS = ("limits", "efficiency", "carbon", "budget", "quota", "stragglers")
 #: Why a policy without any of them is refused (the CRD's CEL rule says the same).
 NO_SECTION_MESSAGE = (
-    "a policy needs at least one of limits, efficiency, carbon, budget or stragglers "
+    "a policy needs at least one of limits, efficiency, carbon, budget, quota or stragglers "
     "(or dryRun: true to only observe the pods it selects)"
 )
 
@@ -617,6 +664,8 @@ class EnergyPolicySpec(ApiModel):
     """Chase-style carbon-aware limits."""
     budget: BudgetSpec | None = None
     """POLCA-style power budget for a node set."""
+    quota: QuotaSpec | None = None
+    """A watt quota shared by the pods the policy governs (a namespace, a team)."""
     stragglers: StragglerSpec | None = None
     """Perseus-style slow-down of pods that wait for a straggler."""
     dry_run: bool = False
@@ -850,6 +899,8 @@ class EnergyPolicyStatus(LenientApiModel):
     """The carbon signal the last plan used."""
     budget: BudgetStatus | None = None
     """How the budget was shared out in the last plan."""
+    quota: QuotaStatus | None = None
+    """How the quota was shared out in the last plan."""
     profiles: list[JobProfile] = Field(default_factory=list, max_length=500)
     """Zeus profiles per (job, GPU model); kept here so an operator restart loses nothing."""
     carbon_budgets: list[JobCarbonBudget] = Field(default_factory=list, max_length=500)
