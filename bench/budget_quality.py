@@ -1,9 +1,9 @@
 """How close the ``polca`` budget comes to the most work its watts allow: the budget-oracle on a held-out mix.
 
-``python bench/budget_quality.py --alibaba openb_pod_list_default.csv [--hours 24] [--budget 0.6 --budget 0.7]``
+``python bench/budget_quality.py [--hours 24] [--budget 0.6 --budget 0.7] [--queue fifo|priority]``
 
 The mix is the held-out one of ``docs/results.md``: the Alibaba cluster-trace-gpu-v2023 pod list
-(Weng et al., USENIX ATC'23, Apache-2.0; not shipped, pass it with ``--alibaba``) replayed at 0.9 of the
+(Weng et al., USENIX ATC'23, Apache-2.0; shipped with the simulator, see its NOTICE.md) replayed at 0.9 of the
 fleet's GPU-seconds, plus the Azure LLM inference trace 2023 (Patel et al., ISCA'24, CC-BY-4.0, shipped
 with the simulator) on 8 always-on high-priority services, on 64 A40 (``8x8xA40``). The same jobs run
 uncapped and under ``polca`` at each budget (a fraction of nameplate over every node); the
@@ -14,6 +14,8 @@ Printed per budget: work done within the run over the oracle's (overall and per 
 ≥ 90 %), high-priority throughput against uncapped (goal in [0.99, 1]; the oracle's own figure next to
 it), mean and p95 JCT change and job energy change against uncapped, and the time over budget.
 ``--smoke`` runs the 120-pod test slice on 8 A40 for 2 h instead (seconds; for checking the script).
+``--queue priority`` orders the pending queue by priority, as kube-scheduler does with PriorityClasses
+(the default, ``fifo``, lets services wait behind training that the budget slows down).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ SLICE = ROOT / "tests" / "unit" / "sim" / "data" / "alibaba_pods_slice.csv"
 SLICE_OFFSET_S = 10_368_000.0  # the slice's first creation time
 
 
-def build(alibaba: Path, *, fleet: str, hours: float, utilisation: float, offset_s: float | None) -> Scenario:
+def build(
+    alibaba: Path, *, fleet: str, hours: float, utilisation: float, offset_s: float | None, queue: str = "fifo"
+) -> Scenario:
     """The held-out mix on ``fleet`` (jobs as ``wattplane simulate --jobs ALIBABA --jobs AZURE`` reads them)."""
     catalog = Catalog.builtin()
     nodes = expand(parse_fleet(fleet))
@@ -60,7 +64,7 @@ def build(alibaba: Path, *, fleet: str, hours: float, utilisation: float, offset
         catalog=catalog,
         jobs=resolve_workloads(jobs, catalog, nodes),
         carbon=carbon,
-        options=SimOptions(duration_s=duration),
+        options=SimOptions(duration_s=duration, queue_order="priority" if queue == "priority" else "fifo"),
     )
 
 
@@ -144,7 +148,13 @@ def _high_served(run: RunResult) -> float | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--alibaba", type=Path, help="openb_pod_list_default.csv (Alibaba cluster-trace-gpu-v2023)")
+    parser.add_argument(
+        "--alibaba",
+        type=Path,
+        default=shipped_trace("alibaba_gpu_v2023_openb_pod_list_default.csv"),
+        help="Alibaba cluster-trace-gpu-v2023 pod list (default: the copy shipped with the simulator)",
+    )
+    parser.add_argument("--queue", choices=("fifo", "priority"), default="fifo", help="pending-queue order")
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--utilisation", type=float, default=0.9)
     parser.add_argument("--budget", type=float, action="append", help="fraction of nameplate (repeatable)")
@@ -152,13 +162,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     budgets = args.budget or [0.6, 0.7]
     if args.smoke:
-        scenario = build(SLICE, fleet="1x8xA40", hours=2.0, utilisation=1.6, offset_s=SLICE_OFFSET_S)
+        scenario = build(SLICE, fleet="1x8xA40", hours=2.0, utilisation=1.6, offset_s=SLICE_OFFSET_S, queue=args.queue)
         source = f"{SLICE.name} (test slice), 1.6 load, 8 A40, 2 h"
     else:
-        if args.alibaba is None or not args.alibaba.is_file():
-            raise SystemExit("budget_quality: pass the Alibaba v2023 pod list with --alibaba (it is not shipped)")
-        scenario = build(args.alibaba, fleet="8x8xA40", hours=args.hours, utilisation=args.utilisation, offset_s=None)
-        source = f"{args.alibaba.name} at {args.utilisation:g} load + {AZURE} on 8 services, 64 A40, {args.hours:g} h"
+        if not args.alibaba.is_file():
+            raise SystemExit(f"budget_quality: {args.alibaba} is missing (it ships with the simulator)")
+        scenario = build(
+            args.alibaba,
+            fleet="8x8xA40",
+            hours=args.hours,
+            utilisation=args.utilisation,
+            offset_s=None,
+            queue=args.queue,
+        )
+        source = (
+            f"{args.alibaba.name} at {args.utilisation:g} load + {AZURE} on 8 services, 64 A40, {args.hours:g} h,"
+            f" {args.queue} queue"
+        )
     print(f"## polca vs the budget-oracle: {source}\n")
     started = time.perf_counter()
     policy = shipped_policy("polca")

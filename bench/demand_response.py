@@ -105,6 +105,22 @@ def work_by_class(sim: Simulation, t: float) -> dict[str, float]:
     return out
 
 
+def spare_watts(sim: Simulation) -> tuple[float, float]:
+    """What low/normal GPUs could give (draw above their minimum limit) and what high/inference GPUs draw, now."""
+    sim.power_now()
+    spare = high = 0.0
+    for gpus in sim.node_gpus:
+        for gpu in gpus:
+            job = sim.job_of(gpu)
+            if job is None:
+                continue
+            if job.spec.priority == "high" or job.spec.kind == "inference":
+                high += gpu.power
+            else:
+                spare += max(gpu.power - gpu.model.min_watts, 0.0)
+    return spare, high
+
+
 def policy(target_watts: float, rate: float) -> PolicyView:
     window = BudgetWindow(
         name="dr-event",
@@ -139,6 +155,8 @@ def run_mix(mix: str, hours: float) -> None:
     p_start = base.power_now()
     base_work_start = work_by_class(base, start)
     e0 = base.fleet_energy_at(start)
+    base.run_until(start + EVENT_S / 2)
+    spare_mid, high_mid = spare_watts(base)
     base.run_until(end)
     p_event = (base.fleet_energy_at(end) - e0) / EVENT_S
     base_work_end = work_by_class(base, end)
@@ -180,6 +198,11 @@ def run_mix(mix: str, hours: float) -> None:
     print(
         f"uncapped draw at the start {p_start / 1000:.1f} kW, mean over the event {p_event / 1000:.1f} kW;"
         f" target {target / 1000:.1f} kW, ramp {rate:.0f} W/s (the cut in {RAMP_S:.0f} s)"
+    )
+    print(
+        f"half-way through the event (uncapped): low/normal GPUs could give {spare_mid / 1000:.1f} kW above their"
+        f" minimum limits, high-priority and inference GPUs draw {high_mid / 1000:.1f} kW;"
+        f" the cut is {(p_event - target) / 1000:.1f} kW"
     )
     print("| figure | measured | goal |")
     print("|---|---|---|")

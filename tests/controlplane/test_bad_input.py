@@ -50,7 +50,7 @@ async def api(fleet: Fleet) -> AsyncIterator[client.ApiClient]:
         ({"limits": {"maxWats": 200}}, "maxWats"),  # a typo is an error, not a silently ignored knob
         ({"priority": "high"}, "priority"),
         ({"selector": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}}, "operator"),
-        ({}, "at least one of limits, efficiency, carbon, budget, quota or stragglers"),
+        ({}, "at least one of limits, efficiency, carbon, budget, quota, serving or stragglers"),
         ({"priority": 5, "selector": {}, "dryRun": False}, "or dryRun: true to only observe"),
     ],
 )
@@ -116,7 +116,7 @@ EMPTY = "apiVersion: wattplane.io/v1alpha1\nkind: EnergyPolicy\nmetadata: {name:
 @pytest.mark.parametrize(
     ("manifest", "message_part"),
     [
-        (EMPTY + "spec: {}\n", "a policy needs at least one of limits, efficiency, carbon, budget, quota or stragglers"),
+        (EMPTY + "spec: {}\n", "a policy needs at least one of limits, efficiency, carbon, budget, quota, serving or stragglers"),
         (EMPTY + "spec: {priority: 100, selector: {}}\n", "or dryRun: true to only observe the pods it selects"),
         (EMPTY, "spec: Required value"),
     ],

@@ -25,6 +25,13 @@ PROGRESS_METRIC: Final = PREFIX + "progress-metric"
 SERVING_METRICS: Final = PREFIX + "serving-metrics"
 #: Which serving engine (``vllm``, ``sglang``, ``tgi``); detected from the metric names when absent.
 SERVING_ENGINE: Final = PREFIX + "serving-engine"
+#: A serving pod's own objectives, overriding its policy's ``serving`` section.
+SLO_TPOT_P90_MS: Final = PREFIX + "slo-tpot-p90-ms"
+SLO_TTFT_P90_MS: Final = PREFIX + "slo-ttft-p90-ms"
+#: Reading speed the token stream must not fall below, tokens per second.
+SLO_SPEED_FLOOR: Final = PREFIX + "slo-speed-floor"
+#: Requests waiting beyond which the pod is never capped.
+SLO_QUEUE_BOUND: Final = PREFIX + "slo-queue-bound"
 
 KNOWN: Final = frozenset(
     {
@@ -38,6 +45,10 @@ KNOWN: Final = frozenset(
         PROGRESS_METRIC,
         SERVING_METRICS,
         SERVING_ENGINE,
+        SLO_TPOT_P90_MS,
+        SLO_TTFT_P90_MS,
+        SLO_SPEED_FLOOR,
+        SLO_QUEUE_BOUND,
     }
 )
 
@@ -64,6 +75,11 @@ class PodIntent:
     #: Where the serving engine's metrics page is (checked where it is scraped, like ``progress_metric``).
     serving_metrics: str | None = None
     serving_engine: ServingEngine | None = None
+    #: Per-pod serving objectives (``None``: the policy's).
+    slo_tpot_p90_ms: float | None = None
+    slo_ttft_p90_ms: float | None = None
+    slo_speed_floor: float | None = None
+    slo_queue_bound: float | None = None
     problems: tuple[str, ...] = field(default=())
 
 
@@ -139,6 +155,14 @@ def parse_pod_annotations(annotations: Mapping[str, str]) -> PodIntent:  # noqa:
                 if raw.strip().lower() not in ("vllm", "sglang", "tgi"):
                     raise ValueError('must be "vllm", "sglang" or "tgi"')
                 values["serving_engine"] = raw.strip().lower()
+            elif key == SLO_TPOT_P90_MS:
+                values["slo_tpot_p90_ms"] = _parse_positive_float(raw, upper=60_000.0)
+            elif key == SLO_TTFT_P90_MS:
+                values["slo_ttft_p90_ms"] = _parse_positive_float(raw, upper=600_000.0)
+            elif key == SLO_SPEED_FLOOR:
+                values["slo_speed_floor"] = _parse_positive_float(raw, upper=10_000.0)
+            elif key == SLO_QUEUE_BOUND:
+                values["slo_queue_bound"] = _parse_positive_float(raw, upper=1e6)
         except ValueError as exc:
             problems.append(f"{key}={raw[:64]!r} is invalid ({exc}); using the default")
     return PodIntent(problems=tuple(problems), **values)  # type: ignore[arg-type]

@@ -16,11 +16,15 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+from pydantic import ValidationError
+from wattplane.api.v1alpha1.energypolicy import BudgetSpec, BudgetWindow, EnergyPolicySpec
+from wattplane.planner.snapshot import PolicyView
 from wattplane.sim.carbon import CarbonTrack
 from wattplane.sim.catalog import Catalog
 from wattplane.sim.engine import SimOptions, Simulation
@@ -133,11 +137,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=BASELINES,
         help="baselines to run besides uncapped (repeatable)",
     )
+    parser.add_argument(
+        "--dr-events",
+        type=Path,
+        help="YAML list of demand-response windows (the fields of budget.schedule): adds a run that holds them",
+    )
     parser.add_argument("--json", type=Path, help="write the numbers (stable keys) here")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
     parser.add_argument("--no-receipts", action="store_true", help="leave per-job receipts out of the JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def demand_response_run(path: Path, scenario: Scenario) -> RunSpec:
+    """A run under a fleet-wide budget holding the windows in ``path`` (``ValueError`` on bad input)."""
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{path}: expected a non-empty YAML list of windows (name, start, end, watts or fraction)")
+    try:
+        windows = [BudgetWindow.model_validate(item) for item in raw]
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {exc.error_count()} invalid window field(s): {exc.errors()[0]['msg']}") from None
+    begin = scenario.carbon.start
+    end = begin + timedelta(seconds=scenario.options.duration_s)
+    outside = [w.name for w in windows if w.end <= begin or w.start >= end]
+    if outside:
+        raise ValueError(
+            f"{path}: window(s) {', '.join(outside)} lie outside the run ({begin:%Y-%m-%dT%H:%MZ} + duration)"
+        )
+    spec = EnergyPolicySpec(priority=100, budget=BudgetSpec(schedule=windows))
+    return RunSpec("demand-response", (PolicyView(name="demand-response", spec=spec),))
 
 
 @dataclass
@@ -305,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
         specs = run_specs(inputs.scenario, args.baseline, policy_file_runs(args.policy))
         if args.price_weight is not None:
             specs = with_price_weight(specs, args.price_weight)
+        if getattr(args, "dr_events", None) is not None:
+            specs.append(demand_response_run(args.dr_events, inputs.scenario))
     except (ValueError, KeyError, OSError) as exc:
         print(f"wattplane simulate: {exc}", file=sys.stderr)
         return 2

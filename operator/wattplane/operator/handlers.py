@@ -61,6 +61,7 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logg
     )
     signals = CarbonSignals(memo.carbon, _secret_reader(memo.api), default_namespace=ours.namespace)
     memo.reconciler = Reconciler(ours, memo.state, memo.api, signals=signals, observer=memo.observer)
+    memo.observer.set_serving_listener(memo.reconciler.trigger)
     memo.grid = GridService(
         backend=ConfigMapBackend(memo.api, ours.namespace),
         read_secret=_secret_reader(memo.api),

@@ -26,10 +26,11 @@ from typing import Any
 
 import aiohttp
 from wattplane.api.annotations import parse_pod_annotations
-from wattplane.api.v1alpha1.energypolicy import SERVING_PROBLEMS_LISTED, JobProfile, ServingEnergy
+from wattplane.api.v1alpha1.energypolicy import SERVING_PROBLEMS_LISTED, JobProfile, ServingEnergy, ServingSpec
 from wattplane.api.v1alpha1.gpunode import GpuTarget
 from wattplane.operator.progress import ProgressSample, ScrapeError, parse_progress_metric, scrape
 from wattplane.operator.serving import ServingSample, scrape_serving, serving_target
+from wattplane.operator.servingcontrol import ServingController, ServingGpu
 from wattplane.operator.tokens import PolicyTokens, TokenLedger, pod_energy_for, ratio
 from wattplane.planner.efficiency import JobObservation, advance
 from wattplane.planner.plan import JobView, Plan
@@ -62,6 +63,32 @@ class _Sample:
     at: datetime
 
 
+def _serving_pods(plan: Plan, snapshot: FleetSnapshot) -> dict[PodKey, str]:
+    """The governed inference pods and their policies."""
+    policy_of: dict[PodKey, str] = {}
+    for job in plan.jobs.values():
+        for key in job.pods:
+            pod = snapshot.pods.get(key)
+            if pod is not None and parse_pod_annotations(pod.annotations).workload == "inference":
+                policy_of[key] = job.policy
+    return policy_of
+
+
+def _serving_spec(policy: PolicyView | None) -> ServingSpec | None:
+    return policy.spec.serving if policy is not None else None
+
+
+def _serving_gpus(snapshot: FleetSnapshot, keys: Iterable[PodKey]) -> dict[PodKey, ServingGpu]:
+    """The GPU each serving pod runs on (its first, in report order): what sets its knob ranges."""
+    wanted = set(keys)
+    out: dict[PodKey, ServingGpu] = {}
+    for gpu in snapshot.gpus:
+        for key in gpu.pods:
+            if key in wanted and key not in out:
+                out[key] = ServingGpu(model=gpu.model, min_watts=gpu.min_watts, max_watts=gpu.max_watts)
+    return out
+
+
 def _probe_overridden(job: JobView, targets: Mapping[str, GpuTarget], profile: JobProfile | None) -> bool:
     """Whether a GPU of a profiling job runs below the probe (a budget cut): that window measures nothing."""
     if profile is None or profile.state != "Profiling" or profile.current_watts is None:
@@ -82,6 +109,7 @@ class JobObserver:
         read_progress: ProgressReader | None = None,
         pod_energy: PodEnergySource | None = None,
         serving_interval_s: float = 15.0,
+        on_serving_change: Callable[[], None] | None = None,
     ) -> None:
         self._timeout_s = timeout_s
         #: Least time between two serving-metrics reads: rounds come as often as events do.
@@ -91,6 +119,10 @@ class JobObserver:
         self._pod_energy = pod_energy
         #: Serving pods' joined token and energy figures (the operator's ``wattplane_serving_*`` metrics).
         self.tokens = TokenLedger()
+        #: SLO-guarded knobs of the pods under a ``serving`` section (the planner's ``serving_knobs``).
+        self.serving = ServingController()
+        #: Called when a serving knob moved: a round should write it now, not at the next resync.
+        self._on_serving_change = on_serving_change
         self._policy_tokens: dict[str, PolicyTokens] = {}
         self._policy_round: dict[str, _PolicyRound] = {}
         #: Where progress samples come from: the pods' metrics over HTTP, or (simulator) anything else.
@@ -103,6 +135,10 @@ class JobObserver:
         self._last: dict[PodKey, _Sample] = {}
         self.pod_problems: dict[PodKey, str] = {}
         self._annotations: Mapping[PodKey, Mapping[str, str]] = {}
+
+    def set_serving_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever a serving knob moves (the reconciler plans at once)."""
+        self._on_serving_change = listener
 
     def seed(self, profiles: Iterable[JobProfile]) -> None:
         """Adopt persisted profiles for jobs this observer has not seen yet."""
@@ -136,7 +172,7 @@ class JobObserver:
     ) -> None:
         """Scrape and advance every job whose policy needs observations; never raises."""
         try:
-            await self._observe_serving(plan, snapshot, now)
+            await self._observe_serving(plan, snapshot, policies, now)
         except Exception:  # a bug here must cost the token figures of one round, not the planning loop
             logger.exception("serving-token observation failed; the next round tries again")
         jobs = [
@@ -169,7 +205,9 @@ class JobObserver:
         for key in set(self._holds) - live:
             del self._holds[key]
 
-    async def _observe_serving(self, plan: Plan, snapshot: FleetSnapshot, now: datetime) -> None:
+    async def _observe_serving(
+        self, plan: Plan, snapshot: FleetSnapshot, policies: Mapping[str, PolicyView], now: datetime
+    ) -> None:
         """Scrape the governed inference pods' engines and join their tokens with their GPU energy.
 
         Only with a per-pod energy source (the operator's GpuNode reports): without one there is
@@ -182,12 +220,7 @@ class JobObserver:
         if self._serving_at is not None and self._serving_at <= now < self._serving_at + self._serving_interval:
             return  # planning rounds follow events; the token scrape keeps its own pace
         self._serving_at = now
-        policy_of: dict[PodKey, str] = {}
-        for job in plan.jobs.values():
-            for key in job.pods:
-                pod = snapshot.pods.get(key)
-                if pod is not None and parse_pod_annotations(pod.annotations).workload == "inference":
-                    policy_of[key] = job.policy
+        policy_of = _serving_pods(plan, snapshot)
         energy = self._pod_energy() if policy_of else {}
         gate = asyncio.Semaphore(SERVING_CONCURRENCY)
 
@@ -220,11 +253,48 @@ class JobObserver:
                 totals.energy_joules += interval[2]
                 totals.window.add(now, *interval)
         self.tokens.retain(policy_of)
+        self._control_serving(snapshot, dict(zip(keys, results, strict=True)), policy_of, policies, energy, now)
         for totals in self._policy_tokens.values():
             totals.window.trim(now)
         for name in set(self._policy_tokens) - set(plan.policies):
             del self._policy_tokens[name]
         self._policy_round = rounds
+
+    def _control_serving(
+        self,
+        snapshot: FleetSnapshot,
+        results: Mapping[PodKey, ServingSample | ScrapeError | str],
+        policy_of: Mapping[PodKey, str],
+        policies: Mapping[str, PolicyView],
+        energy: Mapping[PodKey, Mapping[str, float]],
+        now: datetime,
+    ) -> None:
+        """Advance the serving controller of every pod under a ``serving`` section.
+
+        A knob that moved asks for a planning round at once (a back-off must reach the GPU within the
+        scrape that saw the threat, not at the next resync).
+        """
+        served = {k: spec for k in results if (spec := _serving_spec(policies.get(policy_of[k]))) is not None}
+        gpus = _serving_gpus(snapshot, served) if served else {}
+        moved = False
+        for key, spec in served.items():
+            if key not in gpus:
+                continue
+            pod = snapshot.pods[key]
+            result = results[key]
+            moved |= self.serving.update(
+                key,
+                pod.uid,
+                spec,
+                parse_pod_annotations(pod.annotations),
+                gpus[key],
+                result if isinstance(result, ServingSample) else None,
+                pod_energy_for(energy.get(key, {}), pod.uid),
+                now,
+            )
+        self.serving.retain(k for k in served if k in gpus)
+        if moved and self._on_serving_change is not None:
+            self._on_serving_change()
 
     def serving_status(self, policy: str, status: Mapping[str, Any] | None = None) -> ServingEnergy | None:
         """The policy's joules per output token for its status; ``None`` while it never had an inference pod.

@@ -180,6 +180,7 @@ class Reconciler:
             carbon=carbon,
             profiles=self.observer.profiles,
             straggler_caps=self.observer.straggler_caps,
+            serving_knobs=self.observer.serving.snapshot(),
             previous_node_budgets={
                 n: r.spec.node_budget_watts for n, r in self.state.nodes.items() if r.spec.node_budget_watts is not None
             },

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from wattplane.api.v1alpha1.energypolicy import BudgetWindow, JobCarbonBudget, JobProfile
 from wattplane.planner.budget import Rebalance
@@ -28,6 +29,10 @@ class CarbonInput:
         stale: The carbon service already judged the signal too old or failed to refresh it.
         source: ``provider/zone``, for reasons and status.
         message: Why the signal is what it is (fetch errors, estimated values).
+        price_weight: Set when the series is a cost blending carbon and electricity price
+            (:mod:`wattplane.price.cost`): the price's weight; ``None`` for a plain carbon signal.
+        carbon_intensity: With ``price_weight``: the real carbon intensity now (``intensity`` is the cost).
+        price: With ``price_weight``: the price now, in ``price_unit``.
     """
 
     intensity: float | None = None
@@ -37,6 +42,25 @@ class CarbonInput:
     stale: bool = False
     source: str = ""
     message: str = ""
+    price_weight: float | None = None
+    carbon_intensity: float | None = None
+    price: float | None = None
+    price_unit: str = ""
+
+
+@dataclass(frozen=True)
+class ServingKnob:
+    """A serving pod's knob (:mod:`wattplane.planner.servingcap`): an SM clock lock or a power cap.
+
+    Attributes:
+        kind: ``clock`` (the highest SM clock, MHz) or ``cap`` (a power limit, watts).
+        value: The clock's upper bound or the cap.
+        reason: Why the controller chose it (for the target's reason).
+    """
+
+    kind: Literal["clock", "cap"]
+    value: float
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +82,7 @@ class PlanContext:
             name; a budget holds them like its own ``schedule``.
         previous_quota_caps: The quota caps in force (targets written with section ``quota``), by
             GPU UUID, for the quota's hysteresis.
+        serving_knobs: Each serving pod's knob, as the operator's serving controller advanced it.
     """
 
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -70,3 +95,4 @@ class PlanContext:
     carbon_budgets: Mapping[str, JobCarbonBudget] = field(default_factory=dict)
     grid_windows: Mapping[str, tuple[BudgetWindow, ...]] = field(default_factory=dict)
     previous_quota_caps: Mapping[str, float] = field(default_factory=dict)
+    serving_knobs: Mapping[PodKey, ServingKnob] = field(default_factory=dict)

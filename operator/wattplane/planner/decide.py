@@ -21,15 +21,15 @@ inputs changed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from wattplane.api.annotations import PodIntent
-from wattplane.api.v1alpha1.energypolicy import JobCarbonBudget, JobProfile
+from wattplane.api.v1alpha1.energypolicy import ClockRangeMHz, JobCarbonBudget, JobProfile
 from wattplane.api.v1alpha1.gpunode import GpuTarget, PolicySection
 from wattplane.planner import carbonbudget
 from wattplane.planner.carbon import WeightDecision, carbon_limit
-from wattplane.planner.context import PlanContext
+from wattplane.planner.context import PlanContext, ServingKnob
 from wattplane.planner.efficiency import efficiency_limit
 from wattplane.planner.limits import lower_bound, static_cap
 from wattplane.planner.snapshot import GpuView, PodKey, PolicyView
@@ -236,6 +236,10 @@ class Decider:
         limit = self._memo.get(inputs, _UNKNOWN)
         if limit is _UNKNOWN:
             limit = self._memo[inputs] = self._limit(gpu, policy, intent, profile, budget, straggler)
+        knob = self.context.serving_knobs.get(key) if spec.serving is not None else None
+        clocks = spec.limits.locked_sm_clock_mhz if spec.limits is not None else None
+        if knob is not None:
+            limit, clocks = _serving_limit(limit, clocks, knob, policy, gpu)
         quota = self.quota_caps.get(gpu.uuid) if spec.quota is not None else None
         if quota is not None:
             limit = _quota_limit(limit, quota, policy, gpu)
@@ -247,7 +251,7 @@ class Decider:
         target = trusted_target(
             uuid=gpu.uuid,
             power_limit_watts=limit.watts,
-            locked_clocks_mhz=spec.limits.locked_sm_clock_mhz if spec.limits is not None else None,
+            locked_clocks_mhz=clocks,
             workload_profile=spec.limits.workload_profile if spec.limits is not None else None,
             power_smoothing=spec.limits.power_smoothing if spec.limits is not None else None,
             policy=policy.name,
@@ -339,6 +343,29 @@ class Decider:
                 _Proposal(straggler, "stragglers", f"Perseus: waits for the job's slowest pod → {straggler:g} W")
             )
         return out
+
+
+def _serving_limit(
+    limit: _Limit | None, clocks: ClockRangeMHz | None, knob: ServingKnob, policy: PolicyView, gpu: GpuView
+) -> tuple[_Limit, ClockRangeMHz | None]:
+    """``limit`` and the clock lock with the pod's serving knob on top (the tighter of each wins).
+
+    A clock knob bounds the SM clock from above (the lower bound stays at the device's minimum, so an
+    idle server still clocks down); a cap knob is a power limit like any other section's.
+    """
+    base = limit if limit is not None and limit.section is not None else None
+    if knob.kind == "clock":
+        top = int(knob.value)
+        if clocks is None or top < clocks.max_mhz:
+            clocks = ClockRangeMHz.model_construct(min_mhz=min(clocks.min_mhz, top) if clocks else 0, max_mhz=top)
+        if base is not None:
+            return replace(base, reason=f"{base.reason}; SM clock at most {top} MHz (serving: {knob.reason})"), clocks
+        watts, clamped, reason = clamp(gpu.default_watts, f"EnergyPolicy {policy.name}: serving, {knob.reason}", gpu)
+        return _Limit(watts, "serving", reason, clamped, False), clocks
+    if base is not None and base.watts <= knob.value:
+        return base, clocks
+    watts, clamped, reason = clamp(knob.value, f"EnergyPolicy {policy.name}: serving, {knob.reason}", gpu)
+    return _Limit(watts, "serving", reason, clamped, base.unprofiled if base is not None else False), clocks
 
 
 def _quota_limit(limit: _Limit | None, cap: float, policy: PolicyView, gpu: GpuView) -> _Limit:

@@ -37,7 +37,7 @@ from wattplane.api.v1alpha1.gpunode import BudgetPriority, GpuTarget
 from wattplane.planner import budget as budgeting
 from wattplane.planner import carbonbudget, nodeshares, reports, schedule
 from wattplane.planner.carbon import WeightDecision, carbon_weight
-from wattplane.planner.context import PlanContext
+from wattplane.planner.context import PlanContext, ServingKnob
 from wattplane.planner.decide import Decider, Decision, PodState, budget_decision, budgeted, carbon_key
 from wattplane.planner.jobs import job_id
 from wattplane.planner.quota import QuotaAllocation, QuotaGpu, QuotaParams, allocate_quota
@@ -224,6 +224,7 @@ class Planner:
         self._carbon_budgets: dict[str, carbonbudget.BudgetDecision] = {}
         self._profiles: dict[tuple[str, str], JobProfile] = {}
         self._caps: dict[PodKey, float] = {}
+        self._knobs: dict[PodKey, ServingKnob] = {}
         self._coverage: dict[str, tuple[str, ...]] = {}
         self._sharings: dict[str, nodeshares.Sharing] = {}
         self._outcomes: dict[str, nodeshares.Outcome] = {}
@@ -479,6 +480,12 @@ class Planner:
         if caps != self._caps:
             self._nodes_of([k for k in caps.keys() | self._caps.keys() if caps.get(k) != self._caps.get(k)], changes)
         self._caps = caps
+        knobs = dict(context.serving_knobs)
+        if knobs != self._knobs:
+            self._nodes_of(
+                [k for k in knobs.keys() | self._knobs.keys() if knobs.get(k) != self._knobs.get(k)], changes
+            )
+        self._knobs = knobs
         schedules: dict[str, carbonbudget.BudgetDecision] = {}
         for job, keys in self._budgeted_jobs.items():
             schedule = self._schedule(job, keys, context)

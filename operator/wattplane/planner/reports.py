@@ -206,12 +206,16 @@ def report(
         message += f"; {len(lost)} selected pod(s) governed by a higher-ranked policy: {named}{more}"
     carbon_status = None
     if carbon is not None:
+        priced = signal is not None and signal.price_weight is not None
         carbon_status = CarbonStatus(
-            intensity=carbon.intensity,
+            intensity=signal.carbon_intensity if signal is not None and priced else carbon.intensity,
             time=signal.time.isoformat() if signal is not None and signal.time is not None else None,
             source=signal.source if signal is not None else "",
             stale=carbon.stale,
             weight=carbon.weight,
+            price=signal.price if signal is not None and priced else None,
+            price_unit=(signal.price_unit or None) if signal is not None and priced else None,
+            cost=carbon.intensity if priced else None,
             message=carbon.reason,
         )
     return PolicyReport(

@@ -42,7 +42,8 @@ def sets_pod_limits(spec: EnergyPolicySpec) -> bool:
     (``dryRun`` and no section) must never take a pod away from a policy that caps it.
     """
     return any(
-        section is not None for section in (spec.limits, spec.efficiency, spec.carbon, spec.stragglers, spec.quota)
+        section is not None
+        for section in (spec.limits, spec.efficiency, spec.carbon, spec.stragglers, spec.quota, spec.serving)
     )
 
 

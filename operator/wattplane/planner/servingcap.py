@@ -159,6 +159,7 @@ class ServingCapSettings:
         prefill_share_high, prefill_share_low: Regime hysteresis (see :func:`regime`).
         clock: Range of the SM clock lock.
         cap: Range of the power cap.
+        fixed: Always this knob, whatever the regime (a policy's choice, or a GPU without clock locks).
     """
 
     probe_margin: float = 0.5
@@ -175,6 +176,7 @@ class ServingCapSettings:
     prefill_share_low: float = 0.45
     clock: KnobRange = H100_CLOCK
     cap: KnobRange = H100_CAP
+    fixed: KnobKind | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.probe_margin <= self.raise_margin <= self.threat_margin <= 1:
@@ -217,6 +219,7 @@ class ServingCapState:
     @classmethod
     def initial(cls, settings: ServingCapSettings, kind: KnobKind = "clock") -> ServingCapState:
         """A pod seen for the first time: its knob released."""
+        kind = settings.fixed or kind
         return cls(kind=kind, value=settings.knob_range(kind).maximum, backoff_s=settings.backoff_s)
 
     def released(self, settings: ServingCapSettings) -> bool:
@@ -248,6 +251,8 @@ class ServingCapDecision:
 
 def regime(prefill_share: float | None, current: KnobKind, settings: ServingCapSettings) -> KnobKind:
     """The knob a pod should use: ``cap`` when prefill dominates its GPU time, else ``clock`` (with hysteresis)."""
+    if settings.fixed is not None:
+        return settings.fixed
     if prefill_share is None:
         return current
     if current == "clock" and prefill_share > settings.prefill_share_high:

@@ -54,10 +54,8 @@ class PricedCarbonInput(CarbonInput):
     price now.
     """
 
-    carbon_intensity: float | None = None
-    price: float | None = None
-    price_unit: str = ""
-    price_weight: float = 0.0
+    # The fields that say what the cost is made of live on CarbonInput (price_weight, carbon_intensity,
+    # price, price_unit): the planner reads them there, without importing this layer.
 
 
 def _aware(t: datetime) -> datetime:

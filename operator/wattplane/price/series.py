@@ -15,6 +15,7 @@ decided in :mod:`wattplane.price.cost`.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import re
@@ -130,10 +131,15 @@ class PriceSeries:
     def __len__(self) -> int:
         return len(self.intervals)
 
+    @functools.cached_property
+    def _starts(self) -> list[datetime]:
+        """Interval starts, for bisecting (computed once: the series is immutable)."""
+        return [iv.start for iv in self.intervals]
+
     def covering(self, t: datetime) -> PriceInterval | None:
         """The interval in force at ``t`` (``None`` in a gap or outside the series)."""
         t = _aware(t)
-        i = bisect.bisect_right([iv.start for iv in self.intervals], t) - 1
+        i = bisect.bisect_right(self._starts, t) - 1
         if i >= 0 and t < self.intervals[i].end:
             return self.intervals[i]
         return None

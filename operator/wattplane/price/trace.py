@@ -76,6 +76,10 @@ def load_price_trace(path: str | Path, *, unit: str = "EUR/MWh") -> PriceSeries:
         raise PriceError(f"{path.name}: {exc}") from None
 
 
+#: Most intervals a replay hands out on each side of now (a sped-up replay packs many into an hour).
+MAX_INTERVALS_EACH_WAY = 2000
+
+
 class PriceReplay:
     """A loaded trace on a (sped-up) clock: its first interval starts when the replay starts; it loops.
 
@@ -94,11 +98,15 @@ class PriceReplay:
         end = series.end
         assert end is not None
         self._span = (end - self._origin).total_seconds()
+        lengths = sorted((i.end - i.start).total_seconds() for i in series.intervals)
+        self._step = lengths[len(lengths) // 2]
 
     def window(self, now: datetime, *, back: timedelta, ahead: timedelta) -> PriceSeries:
         """The replayed intervals overlapping ``[now − back, now + ahead)``, in wall-clock time."""
-        lo = ((now - back) - self.started_at).total_seconds() * self.speedup
-        hi = ((now + ahead) - self.started_at).total_seconds() * self.speedup
+        position = (now - self.started_at).total_seconds() * self.speedup
+        reach = MAX_INTERVALS_EACH_WAY * self._step  # a fast replay would otherwise hand out millions
+        lo = max(((now - back) - self.started_at).total_seconds() * self.speedup, position - reach)
+        hi = min(((now + ahead) - self.started_at).total_seconds() * self.speedup, position + reach)
         out = []
         first_loop = int(lo // self._span) if lo > 0 else 0
         loop = first_loop

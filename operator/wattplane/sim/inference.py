@@ -692,3 +692,49 @@ def checks(model: ServiceModel, load: Load) -> list[Check]:
                 )
             )
     return out
+
+
+# --- helpers for callers that drive the model from a live GPU (test stand-ins for a serving engine) ------
+
+
+def azure_mix(rate: float = 0.0, text: str | None = None) -> Load:
+    """The request mix of the whole shipped Azure conversation trace, at ``rate`` requests per second.
+
+    A stand-in serving engine takes its prompt and output lengths from here when a test does not name
+    a mix, so its tokens per request are those the rest of the serving model is calibrated on.
+
+    Raises:
+        ValueError: The trace has no requests.
+    """
+    prompts: list[float] = []
+    outputs: list[float] = []
+    for row in csv.DictReader(io.StringIO(text if text is not None else read_shipped(AZURE_FILE))):
+        prompts.append(float(row["ContextTokens"]))
+        outputs.append(float(row["GeneratedTokens"]))
+    if not prompts:
+        raise ValueError("the trace has no requests")
+    return _load_of(rate, prompts, outputs)
+
+
+def operate_limits(
+    model: ServiceModel,
+    load: Load,
+    *,
+    cap_w: float | None = None,
+    clock_mhz: float | None = None,
+    policy: BatchPolicy = BatchPolicy(),
+) -> tuple[Knob, Operating]:
+    """The steady state when a power cap and a clock lock may both be set, and the knob that binds.
+
+    A GPU can carry both at once (an agent may cap and lock the same board); the model takes one knob,
+    so each set one is evaluated and the slower outcome (higher p90 TPOT, then lower power) is the one
+    in force: the tighter of two limits governs, as on the board. With neither set, the GPU runs
+    uncapped. Values outside the board's ranges are clamped by :func:`operate`.
+    """
+    knobs = [Knob.cap(cap_w)] if cap_w is not None else []
+    if clock_mhz is not None:
+        knobs.append(Knob.clock(clock_mhz))
+    if not knobs:
+        knobs = [Knob()]
+    results = [(knob, operate(model, load, knob, policy)) for knob in knobs]
+    return max(results, key=lambda kr: (kr[1].tpot_p90_s, -kr[1].power_w))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -122,20 +123,24 @@ class PriceTrack:
         lo = self.shift + t - history_h * 3600.0  # positions in the trace, seconds after its first row
         hi = self.shift + self.known_until(t)
         out = []
+        ends = self._ends
         loop = int(lo // self.span)
         while loop * self.span < hi:
             base = loop * self.span
-            for offset, end, interval in zip(self.offsets, self._ends, self.series.intervals, strict=True):
-                a, b = max(offset + base, lo), min(end + base, hi)
+            first = max(bisect.bisect_right(ends, lo - base), 0)  # the first interval ending after lo
+            for k in range(first, len(ends)):
+                a, b = max(self.offsets[k] + base, lo), min(ends[k] + base, hi)
+                if a >= hi:
+                    break
                 if b - a >= 1e-3:
                     wall_a = self.start + timedelta(seconds=a - self.shift)
                     wall_b = self.start + timedelta(seconds=b - self.shift)
                     if wall_b > wall_a:
-                        out.append((wall_a, wall_b, interval.price))
+                        out.append((wall_a, wall_b, self.series.intervals[k].price))
             loop += 1
         return PriceSeries.from_intervals(out, unit=self.unit)
 
-    @property
+    @functools.cached_property
     def _ends(self) -> tuple[float, ...]:
         origin = self.series.intervals[0].start
         return tuple((i.end - origin).total_seconds() for i in self.series.intervals)

@@ -235,3 +235,41 @@ def test_a_binding_budget_on_a_trace_mix_never_reports_more_high_priority_work(t
                 assert job["window_work_gpu_s"] <= job["demand_gpu_s"] * (1 + 1e-9)
             elif job["start_s"] >= 7200.0:
                 assert job["window_work_gpu_s"] == 0.0
+
+
+def test_a_demand_response_event_file_adds_a_run_that_cuts_power_during_the_window(tmp_path: Path) -> None:
+    events = tmp_path / "events.yaml"
+    events.write_text(
+        "- name: peak\n"
+        "  start: '2023-01-01T00:30:00Z'\n"
+        "  end: '2023-01-01T01:30:00Z'\n"
+        "  fraction: 0.2\n"
+        "  rampWattsPerSecond: 50\n"
+    )
+    code, data = simulate(tmp_path, "--start", "2023-01-01T00:00Z", "--utilisation", "0.9", "--dr-events", str(events))
+    assert code == 0
+    runs = {r["name"]: r for r in data["runs"]}
+    assert set(runs) == {"uncapped", "demand-response"}
+    # A fifth of the fleet's default limits for one hour of two (below what it draws): less energy than uncapped.
+    assert runs["demand-response"]["fleet_energy_kwh"] < runs["uncapped"]["fleet_energy_kwh"]
+    assert runs["demand-response"]["plan_rounds"] > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- name: x\n  start: '2023-01-01T00:30:00Z'\n  end: '2023-01-01T00:10:00Z'\n  watts: 100\n", "invalid window"),
+        (
+            "- name: x\n  start: '2024-01-01T00:30:00Z'\n  end: '2024-01-01T01:10:00Z'\n  watts: 100\n",
+            "outside the run",
+        ),
+        ("name: x\n", "non-empty YAML list"),
+    ],
+)
+def test_a_bad_event_file_is_a_clear_error(
+    tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.yaml"
+    events.write_text(text)
+    code, _ = simulate(tmp_path, "--start", "2023-01-01T00:00Z", "--dr-events", str(events))
+    assert code == 2 and message in capsys.readouterr().err

@@ -199,7 +199,7 @@ def test_a_policy_stored_without_sections_shows_invalid_spec_and_why() -> None:
     assert parsed.view is None
     (ready,) = policy_status(parsed, None, now=T0).conditions
     assert (ready.status, ready.reason) == ("False", "InvalidSpec")
-    assert "at least one of limits, efficiency, carbon, budget, quota or stragglers" in ready.message
+    assert "at least one of limits, efficiency, carbon, budget, quota, serving or stragglers" in ready.message
 
 
 def test_status_names_the_shadowed_pods_and_who_governs_them_bounded() -> None:

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 from wattplane.api.v1alpha1.energypolicy import EnergyPolicySpec, JobProfile, ProfilePoint
-from wattplane.planner.context import CarbonInput, PlanContext
+from wattplane.planner.context import CarbonInput, PlanContext, ServingKnob
 from wattplane.planner.plan import Plan, Planner, plan
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PodView, PolicyView, SnapshotDelta
 
@@ -59,7 +59,9 @@ def canonical(result: Plan) -> str:
 
 
 def _policy(rng: random.Random, name: str) -> PolicyView:
-    kind = rng.choice(["limits", "carbon", "budgeted", "efficiency", "stragglers", "budget", "quota", "observe"])
+    kind = rng.choice(
+        ["limits", "carbon", "budgeted", "efficiency", "stragglers", "budget", "quota", "serving", "observe"]
+    )
     team = rng.choice(TEAMS)
     spec: dict[str, Any] = {"selector": {"podSelector": {"matchLabels": {"team": team}}}, "priority": rng.randint(0, 3)}
     if rng.random() < 0.3:
@@ -97,6 +99,8 @@ def _policy(rng: random.Random, name: str) -> PolicyView:
             ]
             if rng.random() < 0.3:
                 del spec["budget"]["watts"]
+    if kind == "serving" or (kind == "limits" and rng.random() < 0.3):
+        spec["serving"] = {"tpotP90Ms": 80.0}
     if kind == "quota":
         spec["quota"] = {"watts": rng.choice([400.0, 1200.0, 3000.0]), "hysteresisFraction": rng.choice([0.0, 0.05])}
     if kind == "observe":
@@ -137,6 +141,7 @@ class World:
     carbon: dict[str, CarbonInput] = field(default_factory=dict)
     profiles: dict[tuple[str, str], JobProfile] = field(default_factory=dict)
     caps: dict[PodKey, float] = field(default_factory=dict)
+    knobs: dict[PodKey, ServingKnob] = field(default_factory=dict)
     last: Plan | None = None
     serial: int = 0
     version: int = 0
@@ -305,6 +310,16 @@ class World:
             else:
                 self.caps[key] = self.rng.choice([170.0, 220.0])
 
+    def serving_knob(self) -> None:
+        if self.pods:
+            key = self.rng.choice(sorted(self.pods))
+            if self.rng.random() < 0.3:
+                self.knobs.pop(key, None)
+            elif self.rng.random() < 0.5:
+                self.knobs[key] = ServingKnob("clock", self.rng.choice([1200.0, 1500.0]), "probe")
+            else:
+                self.knobs[key] = ServingKnob("cap", self.rng.choice([180.0, 240.0]), "probe")
+
     def tick(self) -> None:
         self.now += timedelta(seconds=self.rng.choice([1, 30, 600]))
 
@@ -326,6 +341,7 @@ class World:
             (self.set_signal, 2),
             (self.profile, 2),
             (self.straggler, 2),
+            (self.serving_knob, 2),
             (self.tick, 3),
             (self.edit_policy, 1),
         ]
@@ -357,6 +373,7 @@ class World:
             carbon=dict(self.carbon),
             profiles=dict(self.profiles),
             straggler_caps=dict(self.caps),
+            serving_knobs=dict(self.knobs),
             previous_node_budgets=dict(last.node_budgets) if last is not None else {},
             budget_rebalances=dict(last.budget_rebalances) if last is not None else {},
             carbon_budgets=dict(last.carbon_budgets) if last is not None else {},

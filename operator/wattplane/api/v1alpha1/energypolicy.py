@@ -615,6 +615,37 @@ class QuotaStatus(LenientApiModel):
     """GPUs whose previous cap hysteresis kept."""
 
 
+class ServingSpec(ApiModel):
+    """SLO-guarded power for the inference pods the policy governs (``wattplane.io/workload: inference``).
+
+    Each pod's knob (an SM clock lock while decode dominates, a power cap while prefill does) is lowered
+    step by step while its engine's p90 time per output token and p90 time to first token stay under
+    their objectives and the token stream stays above a reading-speed floor; it backs off at once, in
+    the scrape that sees an objective threatened or the queue past its bound, and probes again later.
+    Pods override the objectives with ``wattplane.io/slo-*`` annotations. Needs the engine's metrics
+    (``wattplane.io/serving-metrics``).
+    """
+
+    tpot_p90_ms: float = Field(default=100.0, gt=0, le=60_000)
+    """p90 time per output token (inter-token latency) objective, milliseconds."""
+    ttft_p90_ms: float = Field(default=2000.0, gt=0, le=600_000)
+    """p90 time to first token objective, milliseconds."""
+    speed_floor_tokens_per_second: float = Field(default=5.0, ge=0, le=10_000)
+    """Token delivery speed never to fall below (a reader's pace: faster tokens are wasted), tokens/s."""
+    queue_bound: float = Field(default=16.0, ge=0, le=1e6)
+    """Requests waiting beyond which nothing is capped."""
+    knob: Literal["Auto", "Clock", "Cap"] = "Auto"
+    """Which knob to turn: chosen per regime (``Auto``), or always the SM clock or the power cap. GPUs
+    whose clock range wattplane does not know (all but H100 and H200 for now) always use the cap."""
+    prefill_seconds_per_token: float | None = Field(default=None, gt=0, le=1)
+    """GPU seconds one prompt token costs at default clocks (e.g. 3.25e-5 for an 8B model on an H100):
+    tells prefill-dominated pods (power cap) from decode-dominated ones (clock lock) under ``Auto``."""
+    settle_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """A new knob runs this long before its latencies count as its own."""
+    backoff_seconds: float = Field(default=300.0, ge=0, le=86400)
+    """After a back-off, no probing for this long (doubled at each back-off, up to an hour)."""
+
+
 class StragglerSpec(ApiModel):
     """Perseus-style: in multi-pod jobs, slow the pods that would only wait for the slowest one."""
 
@@ -625,10 +656,10 @@ class StragglerSpec(ApiModel):
 
 
 #: The sections that make a policy do something; a policy needs one of them, or ``dryRun: true``.
-ENFORCING_SECTIONS = ("limits", "efficiency", "carbon", "budget", "quota", "stragglers")
+ENFORCING_SECTIONS = ("limits", "efficiency", "carbon", "budget", "quota", "serving", "stragglers")
 #: Why a policy without any of them is refused (the CRD's CEL rule says the same).
 NO_SECTION_MESSAGE = (
-    "a policy needs at least one of limits, efficiency, carbon, budget, quota or stragglers "
+    "a policy needs at least one of limits, efficiency, carbon, budget, quota, serving or stragglers "
     "(or dryRun: true to only observe the pods it selects)"
 )
 
@@ -666,6 +697,8 @@ class EnergyPolicySpec(ApiModel):
     """POLCA-style power budget for a node set."""
     quota: QuotaSpec | None = None
     """A watt quota shared by the pods the policy governs (a namespace, a team)."""
+    serving: ServingSpec | None = None
+    """SLO-guarded capping of the inference pods the policy governs."""
     stragglers: StragglerSpec | None = None
     """Perseus-style slow-down of pods that wait for a straggler."""
     dry_run: bool = False

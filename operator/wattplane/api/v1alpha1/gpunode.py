@@ -35,7 +35,7 @@ CRD = CrdInfo(
 
 #: The EnergyPolicy sections that propose GPU limits. ``budget`` is not one: the operator shares a
 #: budget between nodes (``nodeBudgetWatts``) and the agent alone cuts GPUs below their targets.
-PolicySection = Literal["limits", "efficiency", "carbon", "stragglers", "quota"]
+PolicySection = Literal["limits", "efficiency", "carbon", "stragglers", "quota", "serving"]
 
 
 class GpuTarget(ApiModel):
