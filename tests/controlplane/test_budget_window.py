@@ -109,6 +109,10 @@ async def test_a_window_opens_ramps_holds_and_lets_go(fleet: Fleet, api: client.
     sys.stderr.write(f"window e2e: rack at {held:.0f} W {seconds:.1f} s after the shares\n")
     ep = await get_cluster_object(api, "energypolicies", "grid-window")
     assert ep["status"]["budget"]["window"] == "peak"
+    events = await client.CoreV1Api(api).list_namespaced_event(
+        "default", field_selector="involvedObject.name=grid-window"
+    )
+    assert "BudgetWindowStarted" in {e.reason for e in events.items}
     assert ep["status"]["budget"]["watts"] == pytest.approx(target)
 
     async def closed() -> dict[str, dict[str, Any]] | None:
@@ -116,6 +120,14 @@ async def test_a_window_opens_ramps_holds_and_lets_go(fleet: Fleet, api: client.
         return gns if all("nodeBudgetWatts" not in gn["spec"] for gn in gns.values()) else None
 
     gns, _ = await eventually(closed, within_s=60, what="shares removed when the window closes")
+
+    async def told_end() -> bool | None:
+        events = await client.CoreV1Api(api).list_namespaced_event(
+            "default", field_selector="involvedObject.name=grid-window"
+        )
+        return "BudgetWindowEnded" in {e.reason for e in events.items} or None
+
+    await eventually(told_end, within_s=20, what="an event saying the window ended")
     assert datetime.now(UTC) >= closes
     # The agents climb back along the ramp: its rate stays written for now.
     assert all(gn["spec"].get("nodeBudgetRampWattsPerSecond") for gn in gns.values())

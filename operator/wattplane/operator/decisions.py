@@ -15,6 +15,7 @@ from typing import Any
 from wattplane.api.conditions import Condition, set_condition
 from wattplane.api.v1alpha1.energypolicy import (
     SHADOWED_LISTED,
+    BudgetStatus,
     EnergyPolicyStatus,
     JobCarbonBudget,
     JobProfile,
@@ -73,6 +74,23 @@ def node_spec_update(
             return None  # nothing planned, nothing to keep alive
         return current.model_copy(update={"issued_at": now})
     return None
+
+
+def window_event(previous: str | None, budget: BudgetStatus | None) -> tuple[str, str, str] | None:
+    """The event to post when the window setting a budget's target changes: ``(reason, message, type)``."""
+    current = budget.window if budget is not None else None
+    if current == previous:
+        return None
+    if current is None:
+        return "BudgetWindowEnded", f"window {previous} ended: back to the standing budget (or none)", "Normal"
+    assert budget is not None
+    ramp = f", ramp {budget.ramp_watts_per_second:g} W/s" if budget.ramp_watts_per_second else ""
+    return (
+        "BudgetWindowStarted",
+        f"window {current}: target {budget.watts:.0f} W over {budget.nodes} node(s){ramp};"
+        f" covered GPUs draw {budget.measured_watts:.0f} W",
+        "Normal",
+    )
 
 
 def quota_caps_in_force(specs: Iterable[GpuNodeSpec]) -> dict[str, float]:

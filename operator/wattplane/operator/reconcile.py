@@ -29,6 +29,7 @@ from wattplane.operator.decisions import (
     renewal_due,
     shadow_event,
     status_material,
+    window_event,
 )
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.settings import OperatorSettings
@@ -71,6 +72,8 @@ class Reconciler:
         self._written_status: dict[str, tuple[Mapping[str, Any], float, dict[str, Any]]] = {}
         self._warned_pods: dict[PodKey, tuple[str, ...]] = {}
         self._shadow_told: dict[str, tuple[tuple[str, str], ...]] = {}
+        #: The window each budget policy's last event named (``None``: none in force).
+        self._window_told: dict[str, str | None] = {}
         self.last_plan: Plan | None = None
         self.api_writes = 0
         self.events_posted = 0
@@ -220,6 +223,7 @@ class Reconciler:
         for name in [n for n in self._written_status if n not in self.state.policies]:
             del self._written_status[name]  # a policy that left (or left this shard) is written afresh if it returns
         await self._tell_shadowed(result)
+        await self._tell_windows(result)
         await self._warn_pods(result)
         await self.observer.observe(result, snapshot, {v.name: v for v in views}, now)
         return result
@@ -336,6 +340,32 @@ class Reconciler:
             reason, message, type_ = event
             await self.post_event(
                 namespace="default",  # cluster-scoped objects' events live in "default" (kubectl describe finds them)
+                involved={
+                    "apiVersion": energypolicy.CRD.api_version,
+                    "kind": energypolicy.CRD.kind,
+                    "name": name,
+                    "uid": parsed.uid,
+                },
+                reason=reason,
+                message=message,
+                type_=type_,
+            )
+
+    async def _tell_windows(self, result: Plan) -> None:
+        """An event on each budget policy whose target a window starts or stops setting."""
+        for name in set(self._window_told) - set(result.policies):
+            del self._window_told[name]
+        for name, report in result.policies.items():
+            parsed = self.state.policies.get(name)
+            if parsed is None or report.budget is None:
+                continue
+            event = window_event(self._window_told.get(name), report.budget)
+            self._window_told[name] = report.budget.window
+            if event is None:
+                continue
+            reason, message, type_ = event
+            await self.post_event(
+                namespace="default",
                 involved={
                     "apiVersion": energypolicy.CRD.api_version,
                     "kind": energypolicy.CRD.kind,

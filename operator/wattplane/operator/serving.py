@@ -335,6 +335,7 @@ def _series(text: str, engine: Engine) -> _Read | str:
             for name in names:
                 end = line + len(name)
                 if padded.startswith(name, line) and padded[end : end + 1] in ("{", " ", "\t"):
+                    value: float | None
                     if name.endswith("_bucket"):
                         bucket = _bucket_line(padded, end)
                         le, value = bucket if bucket is not None else (math.nan, math.nan)

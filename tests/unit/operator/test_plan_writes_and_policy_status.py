@@ -294,3 +294,17 @@ def test_an_account_outlives_a_short_absence_of_its_job_but_not_a_long_one() -> 
     kept = kept_accounts([present], [recent, old, present.model_copy(update={"used_seconds": 9.0})], now)
     assert [a.job for a in kept] == ["ml/c", "ml/a"]
     assert kept[0].used_seconds == 0.0  # this round's account wins over the stored one
+
+
+def test_a_window_starting_and_ending_is_told_once_each() -> None:
+    from wattplane.api.v1alpha1.energypolicy import BudgetStatus
+    from wattplane.operator.decisions import window_event
+
+    opened = BudgetStatus(watts=3000.0, window="peak", ramp_watts_per_second=50.0, nodes=4, measured_watts=3900.0)
+    started = window_event(None, opened)
+    assert started is not None and started[0] == "BudgetWindowStarted"
+    assert "window peak: target 3000 W over 4 node(s), ramp 50 W/s" in started[1]
+    assert window_event("peak", opened) is None  # told already
+    ended = window_event("peak", BudgetStatus(watts=0.0))
+    assert ended is not None and ended[0] == "BudgetWindowEnded" and "peak" in ended[1]
+    assert window_event(None, BudgetStatus(watts=5000.0)) is None

@@ -311,6 +311,11 @@ def test_the_older_tpot_histogram_is_used_and_a_switch_between_names_is_not_diff
     assert old.itl_buckets is not None and old.itl_buckets.name == "vllm:time_per_output_token_seconds"
     new = read(vllm_v1_page({e: HISTORY[e].then(WINDOW[e]) for e in HISTORY}))
     assert window_p90(old.itl_buckets, new.itl_buckets) is None
+    # A page carrying both names (a release in the middle of the rename) is read with the newer one.
+    tpot = histogram("vllm:time_per_output_token_seconds", "Deprecated.", VLLM_ITL, {f'model_name="{MODEL}"': [9.0]})
+    both = read(vllm_v1_page(HISTORY) + "\n".join(tpot) + "\n")
+    assert both.itl_buckets is not None and both.itl_buckets == read(vllm_v1_page(HISTORY)).itl_buckets
+    assert both.itl_buckets.name == "vllm:inter_token_latency_seconds"
 
 
 BOUNDS = st.lists(st.floats(0.001, 50.0, allow_nan=False), min_size=1, max_size=6, unique=True).map(sorted)
