@@ -79,7 +79,15 @@ async def test_the_stub_slows_down_when_the_agent_locks_its_pods_gpu_clock(fleet
             await stub.advanced(1)
             return stub.last is not None and stub.last.knob.kind == "clock"
 
-        _, seconds = await eventually(locked, within_s=60, what=f"the agent's clock lock at the stub\n{fleet.logs()}")
+        try:
+            _, seconds = await eventually(locked, within_s=60, what="the agent's clock lock at the stub")
+        except AssertionError as exc:
+            gn = await get_cluster_object(api, "gpunodes", node)
+            policy = await get_cluster_object(api, "energypolicies", "stub-llm-slow")
+            raise AssertionError(
+                f"{exc}\nGpuNode spec: {gn.get('spec')}\nGPU: {gn['status']['gpus'][index]}\n"
+                f"policy status: {policy.get('status')}\n{fleet.logs()}"
+            ) from exc
         assert stub.last is not None and stub.last.board_knob is not None
         assert stub.last.board_knob.locked_clock_max_mhz == 450.0
         slow = await _p90_itl(session, stub)
