@@ -176,7 +176,7 @@ def fleet(pods: int, port: int) -> tuple[FleetSnapshot, PolicyView]:
             },
         )
     spec = EnergyPolicySpec.model_validate(
-        {"selector": {"podSelector": {"matchLabels": {"app": "llm"}}}, "limits": {"maxWatts": 600}}
+        {"selector": {"podSelector": {"matchLabels": {"app": "llm"}}}, "limits": {"maxWatts": 600}, "serving": {}}
     )
     nodes = tuple(sorted({g.node for g in gpus}))
     return FleetSnapshot(gpus=tuple(gpus), pods=views, nodes=nodes), PolicyView(name="serving", spec=spec)
