@@ -8,15 +8,20 @@ and ``kubectl get gpun -o yaml`` say why a GPU runs where it runs.
 How a round is composed:
 
 * each pod gets its intent (annotations), its governing policy (:mod:`selection`) and its job;
-* each GPU gets the tightest target of its pods' governing policies (:mod:`decide`);
-* ``budget`` sections run last over the node sets they cover and set each node's share and cut
-  order, never a target (:mod:`nodeshares`): the node's agent alone cuts GPUs to hold the share;
+* ``quota`` sections share their watts among their pods' GPUs first (:mod:`quota`): each GPU's
+  cap is one more proposal for it, sized against what the policy's other sections allow;
+* each GPU gets the tightest target of its pods' governing policies (:mod:`decide`), serving pods'
+  knobs (``context.serving_knobs``) included;
+* ``budget`` sections run last over the node sets they cover and set each node's share, ramp and cut
+  order, never a target (:mod:`nodeshares`, :mod:`schedule` for timed windows): the node's agent alone
+  cuts GPUs to hold the share;
 * each policy gets a report of what it governs (:mod:`reports`).
 
 **Incremental.** A :class:`Planner` keeps what it decided and, in the next round, re-decides only
 what the changes since then can reach: the pods that changed, the GPUs of changed nodes, of changed
-pods, of jobs whose profile or budgeted schedule moved, of policies whose carbon weight moved; the
-budgets whose nodes changed; the reports of the policies any of that touched. Everything else is
+pods, of jobs whose profile or budgeted schedule moved, of policies whose carbon weight moved, of pods
+whose serving knob or quota cap moved; the budgets whose nodes or window target changed; the reports of
+the policies any of that touched (quotas are re-shared every round: they follow measured power). Everything else is
 carried over. :func:`plan` is a round of a fresh planner, and a test holds the two to the same
 result on random event sequences. The plan's mappings are unordered: compare them as mappings.
 """
