@@ -71,7 +71,7 @@ async def test_the_stub_slows_down_when_the_agent_locks_its_pods_gpu_clock(fleet
             "stub-llm-slow",
             {
                 "selector": {"podSelector": {"matchLabels": {"app": "stub-llm"}}},
-                "limits": {"lockedSmClockMHz": {"minMHz": 210, "maxMHz": 450}},
+                "limits": {"maxWatts": 290, "lockedSmClockMHz": {"minMHz": 210, "maxMHz": 450}},
             },
         )
 

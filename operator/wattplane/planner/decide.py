@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from wattplane.api.annotations import PodIntent
-from wattplane.api.v1alpha1.energypolicy import ClockRangeMHz, JobCarbonBudget, JobProfile
+from wattplane.api.v1alpha1.energypolicy import ClockRangeMHz, JobCarbonBudget, JobProfile, PowerLimits
 from wattplane.api.v1alpha1.gpunode import GpuTarget, PolicySection
 from wattplane.planner import carbonbudget
 from wattplane.planner.carbon import WeightDecision, carbon_limit
@@ -301,6 +301,11 @@ class Decider:
                     proposals.append(_Proposal(watts, "efficiency", why))
         if not profiling:
             proposals.extend(self._carbon_and_stragglers(gpu, policy, profile, budget, straggler))
+        if not proposals and _sets_knobs(spec.limits):
+            # A clock lock, a workload profile or power smoothing alone still needs a target to ride
+            # on: the limit stays where the device has it by default.
+            watts, clamped, reason = clamp(gpu.default_watts, f"EnergyPolicy {policy.name}: device knobs only", gpu)
+            return _Limit(watts, "limits", reason, clamped, unprofiled)
         if not proposals:
             return _Limit(0.0, None, "", False, unprofiled) if unprofiled else None
         floor = floor_watts(gpu, policy, intent)
@@ -343,6 +348,13 @@ class Decider:
                 _Proposal(straggler, "stragglers", f"Perseus: waits for the job's slowest pod → {straggler:g} W")
             )
         return out
+
+
+def _sets_knobs(limits: PowerLimits | None) -> bool:
+    """Whether a ``limits`` section sets a device knob besides the power limit."""
+    return limits is not None and any(
+        knob is not None for knob in (limits.locked_sm_clock_mhz, limits.workload_profile, limits.power_smoothing)
+    )
 
 
 def _serving_limit(

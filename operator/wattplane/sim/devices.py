@@ -6,8 +6,9 @@ decided by the simulator (:mod:`wattplane.sim.physics`) from the workload curve 
 the board itself only keeps the limit, an exact energy counter and NVML's refusal of out-of-range limits.
 
 Power is piecewise constant in virtual time, so the energy counter is exact: ``energy(t) = E0 + P·(t − t0)``
-with ``(E0, t0)`` moved forward whenever the power changes. Locked clocks are stored and reported but
-do not change the draw (the Zeus curves are power-limit sweeps; nothing here measures clock locks).
+with ``(E0, t0)`` moved forward whenever the power changes. Locked clocks are stored and reported; a
+change of lock tells the simulator like a limit change does. They change the draw of LLM services only
+(:mod:`wattplane.sim.llm` models clock locks); the Zeus curves are power-limit sweeps and ignore them.
 """
 
 from __future__ import annotations
@@ -117,17 +118,22 @@ class SimGpu:
         return (self.model.min_sm_clock_mhz, self.model.max_sm_clock_mhz)
 
     def set_locked_clocks_mhz(self, min_mhz: int, max_mhz: int) -> None:
-        """Store a clock lock (reported, not modelled); refused outside the model's range, like a device."""
+        """Lock the SM clocks; refused outside the model's range, like a device."""
         if not (0 < min_mhz <= max_mhz):
             raise GpuInvalidArgumentError(f"clock range {min_mhz}-{max_mhz} MHz is not a range")
         low, high = self.model.min_sm_clock_mhz, self.model.max_sm_clock_mhz
         if min_mhz < low or max_mhz > high:
             raise GpuInvalidArgumentError(f"clock range {min_mhz}-{max_mhz} MHz outside {low}-{high} MHz")
-        self.locked_clocks = (int(min_mhz), int(max_mhz))
+        locked = (int(min_mhz), int(max_mhz))
+        if locked != self.locked_clocks:
+            self.locked_clocks = locked
+            self.on_limit_change(self)
 
     def reset_locked_clocks(self) -> None:
         """Unlock the clocks."""
-        self.locked_clocks = None
+        if self.locked_clocks is not None:
+            self.locked_clocks = None
+            self.on_limit_change(self)
 
 
 class SimNodeBackend:

@@ -32,10 +32,11 @@ from wattplane.agent.gpu.base import GpuIdentity
 from wattplane.agent.journal import Journal
 from wattplane.api.v1alpha1.gpunode import GpuTarget
 from wattplane.sim.carbon import CarbonTrack
-from wattplane.sim.catalog import Catalog
+from wattplane.sim.catalog import Catalog, Workload
 from wattplane.sim.devices import SimGpu, SimNodeBackend, gpu_uuid
 from wattplane.sim.fleet import SimNode
 from wattplane.sim.jobs import JobSpec
+from wattplane.sim.llm import LlmService, ServingSlo, is_llm_workload, serves_on
 from wattplane.sim.physics import RunningJob
 
 #: Pending-queue rank of each priority under ``queue_order="priority"`` (lower starts first).
@@ -92,6 +93,10 @@ class SimOptions:
     budget_params: BudgetParams = field(default_factory=BudgetParams)
     #: Skip agent ticks that provably change nothing (exact; off: every budgeted node ticks every ``tick_s``).
     skip_idle_ticks: bool = True
+    #: Latency objectives LLM services' minutes above SLO are counted against (p90 TPOT, p90 TTFT).
+    serving_slo: ServingSlo = field(default_factory=ServingSlo)
+    #: How often the serving controller reads the LLM services' metrics (virtual seconds).
+    serving_interval_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -500,6 +505,8 @@ class Simulation:
         return None
 
     def _runs(self, model: str, workload: str) -> bool:
+        if is_llm_workload(workload):
+            return serves_on(model)
         try:
             self.catalog.workload(model, workload)
         except KeyError:
@@ -508,7 +515,14 @@ class Simulation:
 
     def _start(self, spec: JobSpec, gpus: list[SimGpu]) -> None:
         model = gpus[0].model.name
-        workload = self.catalog.workload(model, spec.workload or pick_workload(spec.id, self.catalog.families(model)))
+        if is_llm_workload(spec.workload):
+            # The serving model replaces the curve; a transformer curve stays as the job's nominal unit.
+            curve = self.catalog.workload(model, pick_workload(spec.id, self.catalog.families(model)))
+            workload = Workload(spec.workload, spec.workload, model, curve.curve, "wattplane.sim.inference")
+        else:
+            workload = self.catalog.workload(
+                model, spec.workload or pick_workload(spec.id, self.catalog.families(model))
+            )
         if spec.epochs is not None:
             work = spec.epochs
         elif spec.kind == "training":
@@ -534,9 +548,11 @@ class Simulation:
         if spec.kind == "inference":
             assert spec.demand is not None
             job.demand = spec.demand.at(0.0)
+            if spec.llm is not None and serves_on(model):
+                job.serving = LlmService(spec.llm, self.options.serving_slo, len(gpus))
             if spec.duration_s is not None:
                 job.end_s = self.t + spec.duration_s
-            self._push(self.t + spec.demand.next_change(0.0), DEMAND, job)
+            self._push(self.t + _next_demand_change(spec, 0.0), DEMAND, job)
         if self._stopped_services:
             job.extra["window_progress"] = 0.0  # a training job that starts in the drain did nothing in the run
         for g in gpus:
@@ -563,8 +579,11 @@ class Simulation:
         job.flush(self.t, self.intensity)
         elapsed = self.t - job.start_s
         job.demand = job.spec.demand.at(elapsed)
+        if job.serving is not None:
+            assert job.spec.llm is not None
+            job.serving.load = job.spec.llm.at(elapsed)
         self._reoperate(job)
-        self._push(job.start_s + job.spec.demand.next_change(elapsed + 1e-9), DEMAND, job)
+        self._push(job.start_s + _next_demand_change(job.spec, elapsed + 1e-9), DEMAND, job)
 
     def _complete(self, job: RunningJob) -> None:
         job.flush(self.t, self.intensity)
@@ -672,6 +691,13 @@ def _settled(before: BudgetDecision | None, after: BudgetDecision | None, params
     if dict(old.limits) != dict(new.limits):
         return False
     return not new.limits or new.calm_ticks == old.calm_ticks or old.calm_ticks >= params.restore_after_ticks
+
+
+def _next_demand_change(spec: JobSpec, elapsed: float) -> float:
+    """When a service's demand or LLM load next changes, seconds since it started."""
+    assert spec.demand is not None
+    nxt = spec.demand.next_change(elapsed)
+    return min(nxt, spec.llm.next_change(elapsed)) if spec.llm is not None else nxt
 
 
 def pick_workload(job_id: str, families: Sequence[str]) -> str:

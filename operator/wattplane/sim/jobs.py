@@ -16,7 +16,10 @@ Simple CSV (``--jobs FILE``)::
 ``submit_time`` is seconds after the simulation start; ``duration_or_epochs`` is epochs when a bare
 number, an uncapped duration with a unit (``90s``, ``45m``, ``3h``), or empty for an inference service
 that lives for the whole run; ``workload`` may be empty (picked from the fleet's curves by the seed);
-``load`` is an inference service's demand (default 0.6).
+``load`` is an inference service's demand (default 0.6). An inference row whose workload is
+``llm/llama3.1-8b`` is an LLM service (:mod:`wattplane.sim.llm`): on H100s each GPU is a replica serving
+``load`` times the requests one uncapped replica serves within the serving SLO, with the Azure trace's
+request mix.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from wattplane.sim.llm import LlmDemand, constant_llm_demand, is_llm_workload
 
 Kind = Literal["training", "inference"]
 Priority = Literal["low", "normal", "high"]
@@ -89,6 +94,9 @@ class JobSpec:
     priority: Priority = "normal"
     kind: Kind = "training"
     demand: Demand | None = None
+    #: Requests per replica for an LLM service (:mod:`wattplane.sim.llm`); used on GPUs the serving model
+    #: covers, ``demand`` elsewhere.
+    llm: LlmDemand | None = None
 
     def __post_init__(self) -> None:
         if self.gpus < 1:
@@ -97,6 +105,8 @@ class JobSpec:
             raise ValueError(f"training job {self.id}: give epochs or an uncapped duration")
         if self.kind == "inference" and self.demand is None:
             raise ValueError(f"inference job {self.id}: needs a demand")
+        if self.llm is not None and self.kind != "inference":
+            raise ValueError(f"job {self.id}: only an inference service serves LLM requests")
 
 
 def parse_size(text: str) -> tuple[float | None, float | None]:
@@ -143,21 +153,26 @@ def _simple_row(row: dict[str, str], n: int, stem: str) -> JobSpec:
         raise ValueError(f"priority must be low, normal or high, got {priority!r}")
     epochs, duration = parse_size(row["duration_or_epochs"] or "")
     demand = None
+    llm = None
+    workload = (row["workload"] or "").strip()
     if kind == "inference":
         load = float(row.get("load") or DEFAULT_INFERENCE_LOAD)
         demand = Demand.constant(load)
+        if is_llm_workload(workload):
+            llm = constant_llm_demand(load)
         if epochs is not None:
             raise ValueError("an inference service's size is a duration (e.g. 6h) or empty")
     return JobSpec(
         id=f"{stem}-{n:05d}",
         submit_s=float(row["submit_time"]),
         gpus=int(row["gpus"]),
-        workload=(row["workload"] or "").strip(),
+        workload=workload,
         epochs=epochs,
         duration_s=duration,
         priority=priority,  # type: ignore[arg-type]
         kind=kind,  # type: ignore[arg-type]
         demand=demand,
+        llm=llm,
     )
 
 
@@ -206,9 +221,19 @@ def synthetic_training(
 
 
 def inference_services(
-    *, count: int, gpus: int, demand: Demand, priority: Priority = "high", workload: str = "", prefix: str = "serve"
+    *,
+    count: int,
+    gpus: int,
+    demand: Demand,
+    priority: Priority = "high",
+    workload: str = "",
+    prefix: str = "serve",
+    llm: LlmDemand | None = None,
 ) -> list[JobSpec]:
-    """``count`` always-on services, each on ``gpus`` GPUs; the n-th is shifted by n steps of the demand."""
+    """``count`` always-on services, each on ``gpus`` GPUs; the n-th is shifted by n steps of the demand.
+
+    With ``llm`` (per-replica LLM loads on the demand's steps) the services are LLM services, shifted alike.
+    """
     out = []
     for n in range(count):
         shift = n % len(demand.values)
@@ -222,6 +247,7 @@ def inference_services(
                 priority=priority,
                 kind="inference",
                 demand=Demand(demand.step_s, values),
+                llm=llm.shifted(n) if llm is not None else None,
             )
         )
     return out

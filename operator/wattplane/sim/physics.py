@@ -11,6 +11,12 @@ a GPU working flat out. Between events everything is constant:
   backlog, else ``c`` (the backlog grows while ``d > c`` and drains while ``d < c``). GPUs work
   ``served / capacity_g`` of the time. Work is counted in uncapped GPU-seconds served.
 
+* **LLM serving** (a service with an :class:`~wattplane.sim.llm.LlmService`, on H100s): each GPU is a
+  replica whose power, tokens and latencies follow :mod:`wattplane.sim.inference` at the board's power
+  limit and locked SM clock and the service's current request rate (:mod:`wattplane.sim.llm`). Progress
+  stays in the unit above (demand served, counted as the fraction of offered requests served), so
+  services of both kinds add up in the throughput figures; tokens and latencies are in ``serving``.
+
 Energy and carbon are attributed per job between events (:meth:`RunningJob.flush`): exact integrals of
 piecewise-constant power. With a price trace (:mod:`wattplane.sim.price`) the job's energy cost is
 integrated the same way.
@@ -26,6 +32,7 @@ from wattplane.planner.snapshot import PodKey
 from wattplane.sim.catalog import Workload
 from wattplane.sim.devices import SimGpu
 from wattplane.sim.jobs import JobSpec
+from wattplane.sim.llm import LlmService
 
 #: Backlog below this (uncapped GPU-seconds) counts as none: float noise from draining.
 BACKLOG_EPS = 1e-9
@@ -69,6 +76,8 @@ class RunningJob:
     cost: float = 0.0
     #: Price per MWh at a virtual second; set by :class:`wattplane.sim.price.PriceMeter` when the job starts.
     price_at: Callable[[float], float] | None = None
+    #: LLM serving state and counters (LLM services on GPUs the serving model covers), else ``None``.
+    serving: LlmService | None = None
 
     @property
     def training(self) -> bool:
@@ -87,7 +96,10 @@ class RunningJob:
             self.cost += joules * self.price_at(self.since) / _J_PER_MWH
         self.progress += self.rate * dt
         self.limit_seconds += self.limits_mean * dt
-        if not self.training:
+        if self.serving is not None:
+            self.demand_total += self.demand * len(self.gpus) * dt
+            self.serving.flush(dt)
+        elif not self.training:
             self.demand_total += self.demand * len(self.gpus) * dt
             self.backlog = max(0.0, self.backlog + self.backlog_rate * dt)
             if self.backlog < BACKLOG_EPS:
@@ -100,6 +112,9 @@ class RunningJob:
 
     def operate(self, t: float) -> None:
         """Recompute rate and per-GPU power from the limits in force (call after :meth:`flush`)."""
+        if self.serving is not None:
+            self._operate_serving(t)
+            return
         curve = self.workload.curve
         rates = [curve.rate(g.limit) for g in self.gpus]
         slowest = min(rates)
@@ -126,6 +141,27 @@ class RunningJob:
         self.limits_mean = limits / len(self.gpus)
         self.version += 1
 
+    def _operate_serving(self, t: float) -> None:
+        """Per-replica steady states at each board's power limit and locked clock (:mod:`wattplane.sim.llm`)."""
+        serving = self.serving
+        assert serving is not None
+        knobs = []
+        for g in self.gpus:
+            cap = g.limit if g.limit < g.model.default_watts - 1e-6 else None
+            lock = g.locked_clocks[1] if g.locked_clocks is not None else None
+            knobs.append((cap, float(lock) if lock is not None and lock < g.model.max_sm_clock_mhz else None))
+        total = 0.0
+        limits = 0.0
+        for g, (watts, busy, binds) in zip(self.gpus, serving.operate(knobs), strict=True):
+            g.set_power(watts, busy, binds, t)
+            total += watts
+            limits += g.limit
+        self.rate = self.demand * len(self.gpus) * serving.served_fraction()
+        self.backlog_rate = 0.0
+        self.power = total
+        self.limits_mean = limits / len(self.gpus)
+        self.version += 1
+
     def completion_time(self, t: float) -> float:
         """When the job's work is done at the current rate (``inf`` for a service or a stalled job)."""
         if not self.training:
@@ -137,6 +173,8 @@ class RunningJob:
 
     def backlog_cleared_time(self, t: float) -> float:
         """When a draining backlog reaches zero (``inf`` when it is not draining)."""
+        if self.serving is not None:
+            return t + self.serving.backlog_cleared_in()
         if self.training or self.backlog <= 0.0 or self.backlog_rate >= 0.0:
             return math.inf
         return t + self.backlog / -self.backlog_rate

@@ -8,6 +8,13 @@ Zeus profiles, straggler caps, the previous node budgets), :func:`wattplane.plan
 operator's :class:`~wattplane.operator.observe.JobObserver` fed with the jobs' simulated progress
 counters instead of HTTP scrapes. The nodes' agents then apply the specs (see :mod:`wattplane.sim.engine`).
 
+Under a policy with a ``serving`` section, the operator's
+:class:`~wattplane.operator.servingcontrol.ServingController` reads every governed LLM service's pods
+every ``serving_interval_s`` virtual seconds: each read is the metrics page the serving model's state
+gives (:meth:`wattplane.sim.llm.LlmService.sample`) and the energy counters of the pod's GPUs, as the
+operator joins them. The knobs it holds go to the planner as ``PlanContext.serving_knobs``; a knob that
+moved asks for a round at once, as the operator's reconciler does.
+
 Simulated pods carry the labels the shipped example policies select on (``wattplane.io/workload``;
 training pods also ``wattplane.io/energy: efficient`` and ``wattplane.io/carbon: aware``, multi-pod jobs
 ``wattplane.io/distributed: "true"``) and the annotations a real pod would (job, priority, workload,
@@ -17,17 +24,19 @@ a progress metric), so a policy file works unchanged in the simulator.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from wattplane.agent.engine import GpuOutcome
 from wattplane.agent.gpu.base import GpuIdentity, PowerConstraints
-from wattplane.api.annotations import JOB, PRIORITY, PROGRESS_METRIC, WORKLOAD
+from wattplane.api.annotations import JOB, PRIORITY, PROGRESS_METRIC, SERVING_METRICS, WORKLOAD, parse_pod_annotations
 from wattplane.api.v1alpha1.energypolicy import CarbonSpec
 from wattplane.api.v1alpha1.gpunode import GpuNodeSpec
 from wattplane.operator.decisions import node_spec_update, quota_caps_in_force
 from wattplane.operator.observe import JobObserver
 from wattplane.operator.progress import ProgressSample
+from wattplane.operator.servingcontrol import ServingController, ServingGpu
 from wattplane.planner.context import CarbonInput, PlanContext
 from wattplane.planner.plan import Plan, Planner
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodKey, PodView, PolicyView
@@ -40,6 +49,10 @@ from wattplane.sim.price import PriceTrack
 SIM_PROGRESS_METRIC = "9090:/metrics#wattplane_sim_epochs_total"
 #: TTL the simulated operator writes into plans (the operator's default).
 PLAN_TTL_S = 600
+#: Where simulated inference pods announce their engine's metrics (never fetched: the model is read).
+SIM_SERVING_METRICS = "8000"
+#: Wake-up payload of the serving controller's reads.
+_SERVING_READ = "serving-read"
 
 
 class PolicyController:
@@ -52,6 +65,7 @@ class PolicyController:
         *,
         plan_interval_s: float = 30.0,
         price: PriceTrack | None = None,
+        serving_interval_s: float = 15.0,
     ) -> None:
         self.name = name
         #: The price trace a policy's ``carbon.price`` section reads (day-ahead knowledge, see sim.price).
@@ -74,6 +88,11 @@ class PolicyController:
         self.node_budgets: dict[str, float] = {}
         #: Virtual times a round is already scheduled for (budget windows starting, ending, ramps lapsing).
         self._wakeups: set[float] = set()
+        #: The operator's serving controller, on virtual seconds (only policies with a ``serving`` section use it).
+        self._serving_on = any(p.spec.serving is not None for p in self.policies)
+        self._serving_interval = serving_interval_s
+        self._virtual_s = 0.0
+        self.serving = ServingController(clock=lambda: self._virtual_s)
 
     async def _read_counter(self, snapshot: FleetSnapshot, key: PodKey) -> ProgressSample | None:
         value = self.counters.get(key)
@@ -87,6 +106,8 @@ class PolicyController:
     def attach(self, sim: Simulation) -> None:
         """Start every node with an empty plan."""
         self._specs = [GpuNodeSpec() for _ in sim.nodes]
+        if self._serving_on:
+            sim.schedule(self._serving_interval, _SERVING_READ)
 
     def close(self) -> None:
         """Release the observer's event loop."""
@@ -101,7 +122,12 @@ class PolicyController:
         self._pods.pop(job.spec.id, None)
 
     def wakeup(self, sim: Simulation, payload: object) -> None:
-        """A budget window turns: plan then, as the operator's loop wakes for it."""
+        """A budget window turns: plan then, as the operator's loop wakes for it (or the serving pods are read)."""
+        if payload == _SERVING_READ:
+            self._read_serving(sim)
+            if sim.t + self._serving_interval < sim.options.duration_s:
+                sim.schedule(sim.t + self._serving_interval, _SERVING_READ)
+            return
         if isinstance(payload, float):
             self._wakeups.discard(payload)
         sim.request_plan()
@@ -124,6 +150,7 @@ class PolicyController:
             budget_interval_s=self._interval,
             carbon_budgets=self.last_plan.carbon_budgets if self.last_plan is not None else {},
             previous_quota_caps=quota_caps_in_force(self._specs) if self._quotas else {},
+            serving_knobs=self.serving.snapshot() if self._serving_on else {},
         )
         result = self.planner.plan(snapshot, self.policies, context)
         self.last_plan = result
@@ -151,6 +178,44 @@ class PolicyController:
                 sim.schedule(at, at)
         if any(p.spec.efficiency is not None or p.spec.stragglers is not None for p in self.policies):
             self._observe(sim, result, snapshot, now)
+
+    def _read_serving(self, sim: Simulation) -> None:
+        """One read of every LLM service pod under a ``serving`` section, through the operator's controller."""
+        plan = self.last_plan
+        if plan is None:
+            return
+        self._virtual_s = sim.t
+        now = sim.carbon.time_of(sim.t)
+        policy_of = {key: job.policy for job in plan.jobs.values() for key in job.pods}
+        served: list[PodKey] = []
+        moved = False
+        for job in sorted(sim.running.values(), key=lambda j: j.spec.id):
+            if job.serving is None:
+                continue
+            views = self._pods.get(job.spec.id) or _pods_of(sim, job)
+            job.flush(sim.t, sim.intensity)  # the counters up to now (integrals of constants: exact)
+            for key, gpus in zip(job.pods, job.pod_gpus, strict=True):
+                policy = self._by_name.get(policy_of.get(key, ""))
+                spec = policy.spec.serving if policy is not None else None
+                if spec is None:
+                    continue
+                served.append(key)
+                pod = views[key]
+                sample = job.serving.sample("sim://" + "/".join(key), share=len(gpus) / len(job.gpus))
+                c = gpus[0].constraints_
+                moved |= self.serving.update(
+                    key,
+                    pod.uid,
+                    spec,
+                    parse_pod_annotations(pod.annotations),
+                    ServingGpu(model=gpus[0].model.name, min_watts=c.min_watts, max_watts=c.max_watts),
+                    sample,
+                    math.fsum(g.energy_at(sim.t) for g in gpus),
+                    now,
+                )
+        self.serving.retain(served)
+        if moved:
+            sim.request_plan()
 
     def _observe(self, sim: Simulation, result: Plan, snapshot: FleetSnapshot, now: datetime) -> None:
         counters: dict[PodKey, float] = {}
@@ -285,6 +350,8 @@ def _pods_of(sim: Simulation, job: RunningJob) -> dict[PodKey, PodView]:
     annotations = {JOB: spec.id, PRIORITY: spec.priority, WORKLOAD: spec.kind}
     if job.training:
         annotations[PROGRESS_METRIC] = SIM_PROGRESS_METRIC
+    if job.serving is not None:
+        annotations[SERVING_METRICS] = SIM_SERVING_METRICS
     out = {}
     for key, gpus in zip(job.pods, job.pod_gpus, strict=True):
         out[key] = PodView(

@@ -3,7 +3,10 @@
 JSON layout (``schema: wattplane.simulate/v1``): ``scenario`` (inputs), ``runs`` (one object per run,
 uncapped first, each with its totals, ``vs_uncapped`` ratios, ``budgets`` and per-job ``jobs`` receipts),
 ``attribution`` (licence notices of the data used) and ``timing`` (wall-clock figures: the only part
-that differs between two runs with the same seed).
+that differs between two runs with the same seed). With LLM services (:mod:`wattplane.sim.llm`) each
+run also has ``serving`` (totals, the objectives and per-service figures, all modelled) and
+``vs_uncapped`` has ``joules_per_token_change`` and ``slo_minutes_change``; without them these keys are
+absent, so earlier reports keep their layout.
 """
 
 from __future__ import annotations
@@ -77,7 +80,25 @@ def summary(results: Sequence[RunResult]) -> str:
             f"{r.name}: {saved_kwh:.1f} kWh saved ({-c.energy_change:.1%}), {saved_kg:.2f} kg CO2 avoided"
             f" ({-c.carbon_change:.1%}){cost}{jct}{budget}."
         )
+    out += [line for r in results if (line := serving_line(r, base)) is not None]
     return "\n".join(out)
+
+
+def serving_line(run: RunResult, base: RunResult) -> str | None:
+    """One sentence on a run's LLM services (``None`` without any)."""
+    jpt = run.serving_joules_per_token
+    if not run.serving or jpt is None:
+        return None
+    base_jpt = base.serving_joules_per_token
+    change = f" ({_pct(jpt / base_jpt - 1.0)} vs uncapped)" if base_jpt and run is not base else ""
+    tpot, ttft = run.serving_slo_s
+    minutes = run.serving_minutes
+    share = run.slo_minutes / minutes if minutes > 0 else 0.0
+    return (
+        f"{run.name} LLM serving (modelled): {len(run.serving)} services, {run.output_tokens / 1e6:.1f} M output "
+        f"tokens, {jpt:.3f} J/token{change}, {run.slo_minutes:.1f} of {minutes:.0f} service-minutes above "
+        f"p90 TPOT {tpot * 1000:.0f} ms / TTFT {ttft:g} s ({share:.2%})."
+    )
 
 
 def to_json(
@@ -95,6 +116,9 @@ def to_json(
         priced = r.cost is not None  # the cost keys appear only in runs with a price trace (stable keys otherwise)
         if not priced:
             vs.pop("cost_change")
+        if not r.serving:  # the serving keys appear only with LLM services (stable keys otherwise)
+            vs.pop("joules_per_token_change")
+            vs.pop("slo_minutes_change")
         runs.append(
             {
                 "name": r.name,
@@ -118,6 +142,18 @@ def to_json(
         )
         if priced:
             runs[-1].update(cost=_round(r.cost), cost_currency=r.cost_currency)
+        if r.serving:
+            runs[-1]["serving"] = {
+                "modelled": True,
+                "slo_tpot_p90_s": r.serving_slo_s[0],
+                "slo_ttft_p90_s": r.serving_slo_s[1],
+                "output_tokens": _round(r.output_tokens),
+                "energy_kwh": _round(math.fsum(s.energy_kwh for s in r.serving)),
+                "joules_per_token": _round(r.serving_joules_per_token),
+                "slo_minutes": _round(r.slo_minutes),
+                "service_minutes": _round(r.serving_minutes),
+                "services": [{k: _round(v) for k, v in asdict(s).items()} for s in r.serving],
+            }
     return {
         "schema": SCHEMA,
         "scenario": dict(scenario),

@@ -15,6 +15,9 @@ Scopes, so that every run is compared on the same work:
   training job that starts in the drain contributes nothing, and a service that got no GPUs within the
   duration never runs (``unstarted_services``). A GPU never serves more than its uncapped rate, so the
   ratio can exceed 1 only where the FCFS scheduler hands a service its GPUs earlier than uncapped did.
+* LLM services (``serving``, only when some ran on the serving model; **modelled**): per service its
+  output tokens, GPU energy, joules per output token and the minutes in which any replica's p90 TPOT or
+  p90 TTFT was above the run's objectives (or it fell behind its requests).
 """
 
 from __future__ import annotations
@@ -63,6 +66,22 @@ class JobReceipt:
 
 
 @dataclass(frozen=True)
+class ServingResult:
+    """One LLM service's serving figures (modelled: :mod:`wattplane.sim.llm`)."""
+
+    id: str
+    gpus: int
+    output_tokens: float
+    energy_kwh: float
+    #: GPU energy per output token (``None`` when it served none).
+    joules_per_token: float | None
+    #: Minutes with a p90 TPOT or p90 TTFT above the objective, or requests backlogged.
+    slo_minutes: float
+    #: Minutes the service ran.
+    minutes: float
+
+
+@dataclass(frozen=True)
 class ScopeResult:
     """A power budget's record over the run."""
 
@@ -104,6 +123,31 @@ class RunResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
     cost: float | None = None
     cost_currency: str = ""
+    #: LLM services (empty without any): per-service serving figures.
+    serving: tuple[ServingResult, ...] = ()
+    #: The objectives ``slo_minutes`` are counted against: (p90 TPOT, p90 TTFT), seconds.
+    serving_slo_s: tuple[float, float] = (0.1, 2.0)
+
+    @property
+    def output_tokens(self) -> float:
+        """Output tokens of every LLM service."""
+        return math.fsum(s.output_tokens for s in self.serving)
+
+    @property
+    def serving_joules_per_token(self) -> float | None:
+        """GPU energy of every LLM service over their output tokens (``None`` without tokens)."""
+        tokens = self.output_tokens
+        return math.fsum(s.energy_kwh for s in self.serving) * _J_PER_KWH / tokens if tokens > 0 else None
+
+    @property
+    def slo_minutes(self) -> float:
+        """Service-minutes above an objective, all LLM services."""
+        return math.fsum(s.slo_minutes for s in self.serving)
+
+    @property
+    def serving_minutes(self) -> float:
+        """Service-minutes of every LLM service."""
+        return math.fsum(s.minutes for s in self.serving)
 
     @property
     def high_priority_work_gpu_s(self) -> float:
@@ -151,6 +195,24 @@ def collect(sim: Simulation, name: str, *, wall_s: float = 0.0, notes: Sequence[
         notes=tuple(notes),
         cost=math.fsum(j.cost for j in jobs) if price is not None else None,
         cost_currency=price.currency if price is not None else "",
+        serving=tuple(_serving(sim, j) for j in sorted(jobs, key=lambda j: j.spec.id) if j.serving is not None),
+        serving_slo_s=(sim.options.serving_slo.tpot_p90_s, sim.options.serving_slo.ttft_p90_s),
+    )
+
+
+def _serving(sim: Simulation, job: RunningJob) -> ServingResult:
+    serving = job.serving
+    assert serving is not None
+    tokens = serving.output_tokens
+    end = job.finished_s if job.finished_s is not None else sim.t
+    return ServingResult(
+        id=job.spec.id,
+        gpus=len(job.gpus),
+        output_tokens=tokens,
+        energy_kwh=job.energy_j / _J_PER_KWH,
+        joules_per_token=job.energy_j / tokens if tokens > 0 else None,
+        slo_minutes=serving.above_slo_s / 60.0,
+        minutes=(end - job.start_s) / 60.0,
     )
 
 
@@ -204,6 +266,10 @@ class Comparison:
     compared_jobs: int
     #: Change of the jobs' energy cost (``None`` without a price trace or with a base cost ≤ 0).
     cost_change: float | None = None
+    #: Change of the LLM services' joules per output token (``None`` without LLM services).
+    joules_per_token_change: float | None = None
+    #: Service-minutes above an objective, minus the same in the uncapped run (``None`` without LLM services).
+    slo_minutes_change: float | None = None
 
 
 def compare(run: RunResult, base: RunResult) -> Comparison:
@@ -245,6 +311,12 @@ def compare(run: RunResult, base: RunResult) -> Comparison:
         cost_change=(
             run.cost / base.cost - 1.0 if run.cost is not None and base.cost is not None and base.cost > 0 else None
         ),
+        joules_per_token_change=(
+            jpt / base_jpt - 1.0
+            if (jpt := run.serving_joules_per_token) is not None and (base_jpt := base.serving_joules_per_token)
+            else None
+        ),
+        slo_minutes_change=run.slo_minutes - base.slo_minutes if run.serving and base.serving else None,
     )
 
 

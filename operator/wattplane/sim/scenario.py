@@ -17,6 +17,8 @@ price-budget    policy ``price-budget``: ``carbon-budget`` spending the budgets 
 price-oracle    each training job on its minimum-cost schedule within the slowdown budget (needs a price trace)
 energy-oracle   the same with the trace ignored: minimum energy within the same slowdown budget
 polca           policy ``polca``: a budget of ``budget_fraction`` × nameplate over all nodes (real planner)
+serving         policy ``serving``: SLO-guarded clock locks / caps of LLM inference pods (real planner
+                and the operator's serving controller; LLM services on H100s, modelled)
 ==============  ===================================================================================
 """
 
@@ -38,6 +40,7 @@ from wattplane.sim.controllers import CarbonOracleController, NullController, Ze
 from wattplane.sim.engine import BudgetScope, Controller, SimOptions, Simulation, pick_workload
 from wattplane.sim.fleet import SimNode
 from wattplane.sim.jobs import JobSpec
+from wattplane.sim.llm import is_llm_workload, serves_on
 from wattplane.sim.planning import PolicyController
 from wattplane.sim.price import PricedCarbonTrack, PriceMeter, PriceTrack
 from wattplane.sim.results import RunResult, collect
@@ -54,6 +57,7 @@ BASELINES = (
     "price-budget",
     "price-oracle",
     "polca",
+    "serving",
 )
 _SHIPPED = {
     "static-cap": "static-cap.yaml",
@@ -62,6 +66,7 @@ _SHIPPED = {
     "carbon-budget": "carbon-budget.yaml",
     "price-budget": "price-budget.yaml",
     "polca": "polca.yaml",
+    "serving": "serving.yaml",
 }
 
 
@@ -141,6 +146,8 @@ def resolve_workloads(jobs: Iterable[JobSpec], catalog: Catalog, nodes: Sequence
 
 
 def _measured(catalog: Catalog, model: str, workload: str) -> bool:
+    if is_llm_workload(workload):
+        return serves_on(model)
     try:
         catalog.workload(model, workload)
     except KeyError:
@@ -279,7 +286,11 @@ def controller_for(spec: RunSpec, scenario: Scenario, all_specs: Sequence[RunSpe
             slowdown=scenario.oracle_slowdown, floor_fraction=floor, series=series, name="price-oracle"
         )
     return PolicyController(
-        spec.name, spec.policies, plan_interval_s=scenario.options.plan_interval_s, price=scenario.price
+        spec.name,
+        spec.policies,
+        plan_interval_s=scenario.options.plan_interval_s,
+        price=scenario.price,
+        serving_interval_s=scenario.options.serving_interval_s,
     )
 
 

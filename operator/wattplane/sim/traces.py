@@ -14,7 +14,10 @@ got scheduled, or use no GPU, are skipped; a GPU-sharing pod is given one whole 
 **Azure LLM inference trace 2023** (``AzureLLMInferenceTrace_conv.csv``; Patel et al., ISCA'24,
 CC-BY-4.0): request arrivals with generated tokens over about an hour. Generated tokens per
 ``step_s`` bin, divided by the busiest bin and scaled to ``peak_load``, become the demand profile of
-always-on inference services (looped over the run; each service phase-shifted by one bin).
+always-on inference services (looped over the run; each service phase-shifted by one bin). The same
+services carry the trace's per-minute request rates and prompt/output lengths
+(:func:`wattplane.sim.llm.azure_llm_demand`, busiest minute at 0.8 of one replica's SLO capacity): on
+H100s they run as LLM services on the serving model, elsewhere on the demand profile.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from wattplane.sim.jobs import Demand, JobSpec, Priority, inference_services, read_simple_csv
+from wattplane.sim.llm import azure_llm_demand
 
 #: GPUs of the cluster the Alibaba v2023 trace comes from (openb_node_list_gpu_node.csv).
 ALIBABA_CLUSTER_GPUS = 6212
@@ -134,7 +138,7 @@ def read_jobs(
     alibaba_offset_s: float = ALIBABA_DEFAULT_OFFSET_S,
     utilisation: float = 0.7,
 ) -> list[JobSpec]:
-    """Jobs from any of the three formats; an Azure trace becomes ``inference_gpus`` one-GPU services."""
+    """Jobs from any of the three formats; an Azure trace becomes ``inference_gpus`` one-GPU (LLM) services."""
     fmt = detect_jobs_format(path)
     if fmt == "simple":
         return read_simple_csv(path)
@@ -143,4 +147,6 @@ def read_jobs(
             path, duration_s=duration_s, fleet_gpus=fleet_gpus, offset_s=alibaba_offset_s, utilisation=utilisation
         )
     count = inference_gpus if inference_gpus is not None else max(1, fleet_gpus // 8)
-    return inference_services(count=count, gpus=1, demand=azure_demand(path), prefix="azure")
+    return inference_services(
+        count=count, gpus=1, demand=azure_demand(path), prefix="azure", llm=azure_llm_demand(path)
+    )

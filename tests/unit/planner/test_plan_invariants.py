@@ -165,9 +165,17 @@ def test_targets_come_only_from_live_policies_with_limits_over_active_pods(
                 p for p in holders if p.active and f"{p.namespace}/{p.name}" in result.policies[target.policy].pods
             ]
             assert governed, "a target needs a running pod governed by its policy"
-            # The target is the cap of its policy for this GPU.
-            decision = static_cap(source.spec.limits, by_uuid[target.uuid])
-            assert decision is not None and decision.watts == target.power_limit_watts
+            # The target is the cap of its policy for this GPU, or, for a policy that only sets device
+            # knobs (a clock lock, a profile, smoothing), the GPU's default limit carrying them.
+            gpu = by_uuid[target.uuid]
+            decision = static_cap(source.spec.limits, gpu)
+            if decision is None:
+                limits = source.spec.limits
+                knobs = (limits.locked_sm_clock_mhz, limits.workload_profile, limits.power_smoothing)
+                assert any(k is not None for k in knobs)
+                assert target.power_limit_watts == min(max(gpu.default_watts, gpu.min_watts), gpu.max_watts)
+            else:
+                assert decision.watts == target.power_limit_watts
 
 
 @EXAMPLES

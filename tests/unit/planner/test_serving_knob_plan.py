@@ -67,3 +67,10 @@ def test_a_cap_knob_wins_only_when_tighter() -> None:
 def test_a_cap_knob_below_the_device_minimum_is_clamped() -> None:
     target = _target({"serving": {}}, ServingKnob("cap", 120.0, "probe"))
     assert target is not None and target.power_limit_watts == 200.0
+
+
+def test_a_policy_with_only_a_clock_lock_still_sets_a_target() -> None:
+    target = _target({"limits": {"lockedSmClockMHz": {"minMHz": 300, "maxMHz": 1200}}}, None)
+    assert target is not None
+    assert target.locked_clocks_mhz is not None and target.locked_clocks_mhz.max_mhz == 1200
+    assert target.power_limit_watts == 700.0  # the default: nothing asked for less
