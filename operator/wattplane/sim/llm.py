@@ -26,6 +26,7 @@ reads the p90 of their mixture through the same buckets, as the operator would. 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Final
 
 from wattplane.operator.serving import Buckets, Histogram, ServingSample
+from wattplane.operator.servingwindow import bucket_quantile
 from wattplane.sim.inference import (
     Knob,
     Load,
@@ -82,6 +84,8 @@ TTFT_BOUNDS: Final = (
 )
 _ITL_NAME: Final = "vllm:inter_token_latency_seconds"
 _TTFT_NAME: Final = "vllm:time_to_first_token_seconds"
+#: The SLO minutes are clock minutes of virtual time.
+MINUTE_S: Final = 60.0
 #: A request rate far beyond any replica's capacity: the model's figures at saturation.
 _SATURATED_RPS: Final = 1e6
 
@@ -192,7 +196,7 @@ def _operate_cached(load: Load, cap_w: float | None, clock_mhz: float | None) ->
 
 
 def _add_observations(counts: list[float], bounds: Sequence[float], value: float, n: float) -> None:
-    """Add ``n`` observations whose PromQL p90 is ``value`` to cumulative ``counts`` (see the module text)."""
+    """Add ``n`` observations whose PromQL p90 is ``value`` to per-bucket ``counts`` (see the module text)."""
     if n <= 0:
         return
     j = bisect.bisect_left(bounds, value)
@@ -203,12 +207,14 @@ def _add_observations(counts: list[float], bounds: Sequence[float], value: float
     f = (value - lo) / (bounds[j] - lo)
     if j == 0:
         inside = min(n, 0.9 * n / max(f, 1e-12))
-        for i in range(len(counts)):
-            counts[i] += inside if i == 0 else n
+        counts[0] += inside
+        counts[1] += n - inside
         return
     below = n * (0.9 - 0.1 * f)
-    for i in range(j - 1, len(counts)):
-        counts[i] += below if i == j - 1 else (below + 0.1 * n if i == j else n)
+    counts[j - 1] += below
+    counts[j] += 0.1 * n
+    if j + 1 < len(counts):
+        counts[j + 1] += n - below - 0.1 * n
 
 
 @dataclass
@@ -231,9 +237,17 @@ class LlmService:
     prompt_tokens: float = 0.0
     requests: float = 0.0
     e2e_s: float = 0.0
+    #: Seconds in which a replica's steady-state p90 was above an objective (or requests were backlogged).
     above_slo_s: float = 0.0
     itl_counts: list[float] = field(default_factory=lambda: [0.0] * (len(ITL_BOUNDS) + 1))
     ttft_counts: list[float] = field(default_factory=lambda: [0.0] * (len(TTFT_BOUNDS) + 1))
+    #: Closed clock minutes, and those of them above an objective.
+    minutes: int = 0
+    slo_minutes_closed: int = 0
+    _minute: int | None = None
+    _minute_itl: list[float] = field(default_factory=lambda: [0.0] * (len(ITL_BOUNDS) + 1))
+    _minute_ttft: list[float] = field(default_factory=lambda: [0.0] * (len(TTFT_BOUNDS) + 1))
+    _minute_behind: bool = False
 
     def __post_init__(self) -> None:
         self.load = self.demand.at(0.0)
@@ -276,10 +290,26 @@ class LlmService:
             out.append((op.power_w, busy, binds))
         return out
 
-    def flush(self, dt: float) -> None:
-        """Integrate the counters over ``dt`` seconds of the state in force."""
+    def flush(self, t0: float, t1: float) -> None:
+        """Integrate the counters over ``[t0, t1)`` of the state in force (virtual seconds)."""
+        dt = t1 - t0
         if dt <= 0:
             return
+        while t0 < t1:  # close every clock minute the stretch completes
+            minute = math.floor(t0 / MINUTE_S)
+            if self._minute is not None and minute != self._minute:
+                self._close_minute()
+            self._minute = minute
+            end = min(t1, (minute + 1) * MINUTE_S)
+            self._observe(end - t0)
+            t0 = end
+        if self.above_slo:
+            self.above_slo_s += dt
+        self.backlog = max(0.0, self.backlog + self.backlog_rate * dt)
+        if self.backlog < 1e-9:
+            self.backlog = 0.0
+
+    def _observe(self, dt: float) -> None:
         load = self.load
         for op in self.ops:
             requests = op.capacity_rps * dt
@@ -288,13 +318,45 @@ class LlmService:
             self.prompt_tokens += requests * load.prompt_mean
             self.requests += requests
             self.e2e_s += requests * (op.ttft_mean_s + load.output_mean * op.tpot_mean_s)
-            _add_observations(self.itl_counts, ITL_BOUNDS, op.tpot_p90_s, tokens)
-            _add_observations(self.ttft_counts, TTFT_BOUNDS, op.ttft_p90_s, requests)
-        if self.above_slo:
-            self.above_slo_s += dt
-        self.backlog = max(0.0, self.backlog + self.backlog_rate * dt)
-        if self.backlog < 1e-9:
-            self.backlog = 0.0
+            for counts in (self.itl_counts, self._minute_itl):
+                _add_observations(counts, ITL_BOUNDS, op.tpot_p90_s, tokens)
+            for counts in (self.ttft_counts, self._minute_ttft):
+                _add_observations(counts, TTFT_BOUNDS, op.ttft_p90_s, requests)
+        if self.backlog > 0.0 or any(o.overloaded for o in self.ops):
+            self._minute_behind = True
+
+    def _minute_above(self) -> bool:
+        """Whether the open minute's p90 TPOT or p90 TTFT (PromQL over its buckets) is above the objective."""
+        if self._minute is None:
+            return False
+        tpot = bucket_quantile(0.9, _cumulative(ITL_BOUNDS, self._minute_itl))
+        ttft = bucket_quantile(0.9, _cumulative(TTFT_BOUNDS, self._minute_ttft))
+        return (
+            self._minute_behind
+            or (tpot is not None and tpot > self.slo.tpot_p90_s * (1 + 1e-9))
+            or (ttft is not None and ttft > self.slo.ttft_p90_s * (1 + 1e-9))
+        )
+
+    def _close_minute(self) -> None:
+        self.minutes += 1
+        self.slo_minutes_closed += 1 if self._minute_above() else 0
+        self._minute_itl = [0.0] * len(self._minute_itl)
+        self._minute_ttft = [0.0] * len(self._minute_ttft)
+        self._minute_behind = False
+
+    @property
+    def slo_minutes(self) -> int:
+        """Clock minutes whose p90 TPOT or p90 TTFT was above the objective, or with requests backlogged.
+
+        Each minute's p90 is read from that minute's latency buckets, as a dashboard's per-minute
+        ``histogram_quantile`` would; the minute still open counts as well.
+        """
+        return self.slo_minutes_closed + (1 if self._minute_above() else 0)
+
+    @property
+    def minutes_seen(self) -> int:
+        """Clock minutes the service served in (the open one included)."""
+        return self.minutes + (1 if self._minute is not None else 0)
 
     def backlog_cleared_in(self) -> float:
         """Seconds until a draining backlog is served (``inf`` when it is not draining)."""
@@ -320,8 +382,19 @@ class LlmService:
         )
 
 
+def _cumulative(bounds: Sequence[float], counts: Sequence[float]) -> tuple[tuple[float, float], ...]:
+    return tuple(zip((*bounds, math.inf), itertools.accumulate(counts), strict=True))
+
+
 def _buckets(name: str, bounds: Sequence[float], counts: Sequence[float], share: float) -> Buckets:
-    return Buckets(name, tuple(zip((*bounds, math.inf), (c * share for c in counts), strict=True)))
+    """Cumulative whole-number buckets, as Prometheus exposes them.
+
+    Whole numbers keep every difference between two scrapes exact: fractional running sums could
+    differ by a rounding error between neighbouring buckets, which a reader rightly refuses as a
+    decreasing histogram.
+    """
+    cumulative = list(itertools.accumulate(float(math.floor(c * share)) for c in counts))
+    return Buckets(name, tuple(zip((*bounds, math.inf), cumulative, strict=True)))
 
 
 def knob_of(limit_w: float, default_w: float, locked: tuple[int, int] | None, max_clock_mhz: float) -> Knob:

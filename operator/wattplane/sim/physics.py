@@ -98,7 +98,7 @@ class RunningJob:
         self.limit_seconds += self.limits_mean * dt
         if self.serving is not None:
             self.demand_total += self.demand * len(self.gpus) * dt
-            self.serving.flush(dt)
+            self.serving.flush(self.since, t)
         elif not self.training:
             self.demand_total += self.demand * len(self.gpus) * dt
             self.backlog = max(0.0, self.backlog + self.backlog_rate * dt)

@@ -75,10 +75,13 @@ class ServingResult:
     energy_kwh: float
     #: GPU energy per output token (``None`` when it served none).
     joules_per_token: float | None
-    #: Minutes with a p90 TPOT or p90 TTFT above the objective, or requests backlogged.
+    #: Clock minutes whose p90 TPOT or p90 TTFT (over that minute) was above the objective, or with
+    #: requests backlogged.
     slo_minutes: float
-    #: Minutes the service ran.
+    #: Clock minutes the service ran in.
     minutes: float
+    #: Seconds in which the steady-state p90 of a replica was above an objective (finer than minutes).
+    seconds_above_slo: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -204,15 +207,15 @@ def _serving(sim: Simulation, job: RunningJob) -> ServingResult:
     serving = job.serving
     assert serving is not None
     tokens = serving.output_tokens
-    end = job.finished_s if job.finished_s is not None else sim.t
     return ServingResult(
         id=job.spec.id,
         gpus=len(job.gpus),
         output_tokens=tokens,
         energy_kwh=job.energy_j / _J_PER_KWH,
         joules_per_token=job.energy_j / tokens if tokens > 0 else None,
-        slo_minutes=serving.above_slo_s / 60.0,
-        minutes=(end - job.start_s) / 60.0,
+        slo_minutes=float(serving.slo_minutes),
+        minutes=float(serving.minutes_seen),
+        seconds_above_slo=serving.above_slo_s,
     )
 
 
