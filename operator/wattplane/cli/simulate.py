@@ -30,6 +30,7 @@ from wattplane.sim.catalog import Catalog
 from wattplane.sim.engine import SimOptions, Simulation
 from wattplane.sim.fleet import expand, parse_fleet
 from wattplane.sim.jobs import JobSpec, synthetic_training
+from wattplane.sim.llm import ServingSlo
 from wattplane.sim.price import PriceTrack
 from wattplane.sim.report import ALIBABA_ATTRIBUTION, AZURE_ATTRIBUTION, ZEUS_ATTRIBUTION, summary, table, to_json
 from wattplane.sim.results import RunResult
@@ -106,6 +107,24 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--utilisation", type=float, default=0.6, help="load of the synthetic or Alibaba jobs")
     parser.add_argument("--inference-gpus", type=int, help="GPUs serving an Azure LLM trace (default: fleet/8)")
     parser.add_argument("--plan-interval", type=duration, default=30.0, help="operator resync interval (30s)")
+    parser.add_argument(
+        "--slo-tpot-ms",
+        type=float,
+        default=100.0,
+        help="p90 TPOT objective LLM services' minutes above SLO are counted against (100 ms)",
+    )
+    parser.add_argument(
+        "--slo-ttft-ms",
+        type=float,
+        default=2000.0,
+        help="p90 TTFT objective LLM services' minutes above SLO are counted against (2000 ms)",
+    )
+    parser.add_argument(
+        "--serving-interval",
+        type=duration,
+        default=15.0,
+        help="how often the serving controller reads LLM services' metrics (15s)",
+    )
     parser.add_argument("--tick", type=duration, default=1.0, help="agent control-loop period (1s)")
     parser.add_argument("--budget-fraction", type=float, default=0.7, help="polca budget / nameplate (0.7)")
     parser.add_argument(
@@ -215,7 +234,15 @@ def build_scenario(args: argparse.Namespace) -> Inputs:
             seed=args.seed, duration_s=args.duration, fleet_gpus=gpus, workloads=common, utilisation=args.utilisation
         )
         sources.append(f"synthetic training mix (seed {args.seed}, utilisation {args.utilisation:g})")
-    options = SimOptions(duration_s=args.duration, plan_interval_s=args.plan_interval, tick_s=args.tick)
+    if args.slo_tpot_ms <= 0 or args.slo_ttft_ms <= 0:
+        raise ValueError("--slo-tpot-ms and --slo-ttft-ms must be positive")
+    options = SimOptions(
+        duration_s=args.duration,
+        plan_interval_s=args.plan_interval,
+        tick_s=args.tick,
+        serving_slo=ServingSlo(args.slo_tpot_ms / 1000.0, args.slo_ttft_ms / 1000.0),
+        serving_interval_s=args.serving_interval,
+    )
     scenario = Scenario(
         nodes=nodes,
         catalog=catalog,
@@ -245,6 +272,9 @@ def build_scenario(args: argparse.Namespace) -> Inputs:
         "plan_interval_s": args.plan_interval,
         "tick_s": args.tick,
     }
+    if any(j.llm is not None for j in scenario.jobs):  # only with LLM services: other reports keep their keys
+        meta["serving_slo_ms"] = {"tpot_p90": args.slo_tpot_ms, "ttft_p90": args.slo_ttft_ms}
+        meta["serving_interval_s"] = args.serving_interval
     return Inputs(scenario, meta, attribution)
 
 

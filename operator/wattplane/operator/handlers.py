@@ -70,6 +70,7 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, logger: Logg
         on_change=memo.reconciler.trigger,
     )
     memo.reconciler.grid = memo.grid
+    signals.grid_prices = memo.grid.prices
     memo.metrics = None
     if ours.metrics_port:
         try:

@@ -19,7 +19,7 @@ import asyncio
 import base64
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,10 +30,12 @@ from wattplane.carbon.config import SourceConfig, TraceOptions
 from wattplane.carbon.credentials import Credentials
 from wattplane.carbon.model import CarbonSignal, FallbackMode, SignalKind
 from wattplane.carbon.service import CarbonService
+from wattplane.grid.events import PriceInterval as GridPrice
 from wattplane.planner.context import CarbonInput
 from wattplane.planner.snapshot import PolicyView
 from wattplane.price.cost import cost_input
-from wattplane.price.feed import PriceFeed
+from wattplane.price.feed import PriceFeed, PriceView
+from wattplane.price.series import PriceError, PriceSeries
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +121,8 @@ class CarbonSignals:
         self._prices = PriceFeed(service.http_session, read_secret, default_namespace, clock=service.now)
         self._price_specs: dict[str, PriceSpec] = {}
         self._lookahead: dict[str, float] = {}
+        #: Price intervals a policy's OpenADR VEN received (set by the operator; ``None``: no VENs).
+        self.grid_prices: Callable[[str], Sequence[GridPrice]] | None = None
 
     def configure(self, policies: Iterable[PolicyView]) -> bool:
         """Learn which source each policy uses; a nonsensical section becomes that policy's error.
@@ -143,7 +147,8 @@ class CarbonSignals:
             if p.spec.carbon is not None and p.spec.carbon.price is not None and p.name in configured
         }
         self._lookahead = {p.name: p.spec.carbon.lookahead_hours for p in policies_list if p.spec.carbon is not None}
-        new_price = self._prices.configure(self._price_specs)
+        fetched = {n: s for n, s in self._price_specs.items() if s.source.provider != "openadr"}
+        new_price = self._prices.configure(fetched)
         return new_price or any(
             c.config is not None and c.config.cache_key not in self._attempted for c in configured.values()
         )
@@ -187,7 +192,7 @@ class CarbonSignals:
         """Planner inputs per policy name, from what the caches hold now (with a price: the cost series)."""
         out = self._carbon_inputs()
         for name, spec in self._price_specs.items():
-            view = self._prices.series(name)
+            view = self._openadr_prices(name, spec) if spec.source.provider == "openadr" else self._prices.series(name)
             if view is None:
                 continue
             out[name] = cost_input(
@@ -201,6 +206,21 @@ class CarbonSignals:
                 price_message=view.message,
             )
         return out
+
+    def _openadr_prices(self, name: str, spec: PriceSpec) -> PriceView:
+        """The price signals a VEN received, as a series (an error names what was wrong with them)."""
+        owner = spec.source.policy or name
+        label = f"openadr/{owner}"
+        intervals = list(self.grid_prices(owner)) if self.grid_prices is not None else []
+        if not intervals:
+            return PriceView(None, label, f"no price signal received by the VEN of policy {owner}")
+        try:
+            series = PriceSeries.from_intervals(
+                ((i.start, i.end, i.price) for i in intervals), unit=spec.unit, source_unit=intervals[0].unit
+            )
+        except PriceError as exc:
+            return PriceView(None, label, f"price signals from the VTN rejected: {exc}")
+        return PriceView(series, label)
 
     def _carbon_inputs(self) -> dict[str, CarbonInput]:
         out: dict[str, CarbonInput] = {}

@@ -277,3 +277,35 @@ async def test_a_trace_source_is_replayed_from_when_it_appeared_and_a_missing_fi
     await feed.refresh()  # must not raise
     got = feed.inputs()["broken"]
     assert got.stale and "gone.csv: cannot read" in got.message
+
+
+async def test_price_signals_from_a_ven_feed_the_cost_series(feed: CarbonSignals) -> None:
+    from wattplane.grid.events import PriceInterval as GridPrice
+
+    view = policy("http://unused.invalid/prices")
+    assert view.spec.carbon is not None and view.spec.carbon.price is not None
+    source = view.spec.carbon.price.source.model_copy(update={"provider": "openadr", "policy": "rack-dr", "url": None})
+    price = view.spec.carbon.price.model_copy(update={"source": source})
+    carbon = view.spec.carbon.model_copy(update={"price": price})
+    view = dataclasses.replace(view, spec=view.spec.model_copy(update={"carbon": carbon}))
+    feed.configure([view])
+    await feed.refresh()
+    got = feed.inputs()["price-budget"]
+    assert "no price signal received by the VEN of policy rack-dr" in got.message
+    # The VEN of policy rack-dr has received prices in EUR/kWh: a dear evening, a free hour.
+    received = [
+        GridPrice(HOUR0 + timedelta(hours=h), HOUR0 + timedelta(hours=h + 1), p, "EUR/kWh")
+        for h, p in enumerate([0.05, 0.05, 0.0, 0.30, 0.40, 0.10])
+    ]
+    asked: list[str] = []
+    feed.grid_prices = lambda owner: asked.append(owner) or received  # type: ignore[func-returns-value]
+    got = feed.inputs()["price-budget"]
+    assert asked == ["rack-dr"]
+    assert isinstance(got, PricedCarbonInput)
+    assert got.price == 50.0 and got.price_unit == "EUR/MWh"  # converted from EUR/kWh
+    ahead = dict(got.forecast)
+    assert ahead[HOUR0 + timedelta(hours=4)] > ahead[HOUR0 + timedelta(hours=1)] > ahead[HOUR0 + timedelta(hours=2)]
+    assert "openadr/rack-dr" in got.source
+    # Prices in another currency than the policy's are refused by name, not mixed in.
+    feed.grid_prices = lambda owner: [GridPrice(HOUR0, HOUR0 + timedelta(hours=1), 0.1, "USD/kWh")]
+    assert "price signals from the VTN rejected" in feed.inputs()["price-budget"].message

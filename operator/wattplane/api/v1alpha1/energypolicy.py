@@ -289,6 +289,8 @@ class PriceSourceRef(ApiModel):
                     {"start": "2023-07-02T13:00:00Z", "durationSeconds": 3600, "price": -20.5}]}
 
     ``unit`` defaults to the policy's ``price.unit``; each interval has ``end`` or ``durationSeconds``.
+    ``openadr``: the PRICE signals (ELECTRICITY_PRICE, ENERGY_PRICE) the demand-response VEN of the
+    policy named in ``policy`` (default: this one) received from its VTN.
     """
 
     model_config = ConfigDict(
@@ -302,8 +304,10 @@ class PriceSourceRef(ApiModel):
         }
     )
 
-    provider: Literal["trace", "http"]
-    """``trace`` for a recorded CSV, ``http`` for a JSON price document."""
+    provider: Literal["trace", "http", "openadr"]
+    """``trace`` for a recorded CSV, ``http`` for a JSON price document, ``openadr`` for a VEN's price signals."""
+    policy: str | None = Field(default=None, max_length=253)
+    """``openadr`` only: the policy whose ``budget.demandResponse`` VEN receives the prices (default: this one)."""
     trace_path: str | None = Field(default=None, max_length=1024)
     """``trace`` only: path of the CSV inside the operator's container."""
     trace_speedup: float = Field(default=1.0, gt=0, le=1e6)
