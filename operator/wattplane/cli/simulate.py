@@ -30,7 +30,7 @@ from wattplane.sim.catalog import Catalog
 from wattplane.sim.engine import SimOptions, Simulation
 from wattplane.sim.fleet import expand, parse_fleet
 from wattplane.sim.jobs import JobSpec, synthetic_training
-from wattplane.sim.llm import ServingSlo
+from wattplane.sim.llm import ServingSlo, serves_on
 from wattplane.sim.price import PriceTrack
 from wattplane.sim.report import ALIBABA_ATTRIBUTION, AZURE_ATTRIBUTION, ZEUS_ATTRIBUTION, summary, table, to_json
 from wattplane.sim.results import RunResult
@@ -272,7 +272,8 @@ def build_scenario(args: argparse.Namespace) -> Inputs:
         "plan_interval_s": args.plan_interval,
         "tick_s": args.tick,
     }
-    if any(j.llm is not None for j in scenario.jobs):  # only with LLM services: other reports keep their keys
+    llm = any(j.llm is not None for j in scenario.jobs) and any(serves_on(n.model) for n in nodes)
+    if llm:  # only with LLM services: other reports keep their keys
         meta["serving_slo_ms"] = {"tpot_p90": args.slo_tpot_ms, "ttft_p90": args.slo_ttft_ms}
         meta["serving_interval_s"] = args.serving_interval
     return Inputs(scenario, meta, attribution)
