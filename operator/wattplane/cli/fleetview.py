@@ -64,7 +64,9 @@ def render_status(nodes: Sequence[GpuNode], policies: Sequence[EnergyPolicy]) ->
             ]
         )
     measured = measured_by_policy(nodes)
-    policy_rows = [["POLICY", "PRIO", "PODS", "JOBS", "GPUS", "ALLOC W", "MEAS W", "CARBON", "READY", "DEGRADED"]]
+    policy_rows = [
+        ["POLICY", "PRIO", "PODS", "JOBS", "GPUS", "ALLOC W", "MEAS W", "BUDGET/QUOTA W", "CARBON", "READY", "DEGRADED"]
+    ]
     unsettled = False
     for p in sorted(policies, key=lambda x: x.name):
         st = p.status
@@ -86,6 +88,7 @@ def render_status(nodes: Sequence[GpuNode], policies: Sequence[EnergyPolicy]) ->
                 str(st.matched_gpus),
                 f"{st.allocated_watts:.0f}",
                 meas_text,
+                _power_limit(st),
                 carbon,
                 _condition(st.conditions, "Ready"),
                 _condition(st.conditions, "Degraded"),
@@ -96,6 +99,19 @@ def render_status(nodes: Sequence[GpuNode], policies: Sequence[EnergyPolicy]) ->
     if unsettled:
         parts.append(UNSETTLED_NOTE)
     return "\n\n".join(parts)
+
+
+def _power_limit(status: EnergyPolicyStatus) -> str:
+    """A policy's budget target (and the window setting it) or its quota, with what its GPUs draw."""
+    parts = []
+    if status.budget is not None:
+        budget = status.budget
+        window = f" ({budget.window})" if budget.window else ""
+        target = f"{budget.watts:.0f}" if budget.watts > 0 else "none"
+        parts.append(f"budget {target}{window}")
+    if status.quota is not None:
+        parts.append(f"quota {status.quota.watts:.0f} (uses {status.quota.measured_watts:.0f})")
+    return "; ".join(parts) or "-"
 
 
 #: Footnote for a starred MEAS W.
@@ -248,7 +264,9 @@ def _selection_lines(pod: PodView, intent: PodIntent, chosen: _Selection) -> lis
     if chosen.budgets:
         budget = chosen.budgets[0]
         assert budget.spec.budget is not None
-        lines.append(f"node covered by the budget of EnergyPolicy {budget.name} ({budget.spec.budget.watts:g} W)")
+        standing = budget.spec.budget.watts
+        held = f"{standing:g} W" if standing is not None else "scheduled windows only"
+        lines.append(f"node covered by the budget of EnergyPolicy {budget.name} ({held})")
     if chosen.missing_opt_in is not None:
         lines.append(f"wattplane.io/policy names {chosen.missing_opt_in!r}, but no such EnergyPolicy exists")
     if chosen.invalid:

@@ -230,3 +230,45 @@ def test_explain_gives_an_inference_pods_energy_per_token_and_why_it_is_not_meas
     assert "policy serving-fast reports no joules per token yet" in bare
     training = render_explain(pod({"wattplane.io/workload": "training"}), gpu_node, policies, {}, {})
     assert "serving metrics" not in training and "J per output token" not in training
+
+
+def test_status_shows_a_budgets_window_and_a_quotas_use() -> None:
+    grid = policy_from_api(
+        ep(
+            "grid",
+            {
+                "budget": {
+                    "schedule": [
+                        {
+                            "name": "peak",
+                            "start": "2026-07-01T17:00:00Z",
+                            "end": "2026-07-01T18:00:00Z",
+                            "fraction": 0.7,
+                        }
+                    ]
+                }
+            },
+            {"budget": {"watts": 2100.0, "window": "peak", "measuredWatts": 2300.0}},
+        )
+    )
+    team = policy_from_api(
+        ep("team-a", {"quota": {"watts": 1400}}, {"quota": {"watts": 1400.0, "measuredWatts": 1320.0, "gpus": 8}})
+    )
+    idle = policy_from_api(
+        ep(
+            "standby",
+            {
+                "budget": {
+                    "schedule": [
+                        {"name": "later", "start": "2026-07-02T17:00:00Z", "end": "2026-07-02T18:00:00Z", "watts": 900}
+                    ]
+                }
+            },
+            {"budget": {"watts": 0.0}},
+        )
+    )
+    text = render_status([], [grid, team, idle])
+    lines = {line.split()[0]: line for line in text.splitlines() if line.split()}
+    assert "budget 2100 (peak)" in lines["grid"]
+    assert "quota 1400 (uses 1320)" in lines["team-a"]
+    assert "budget none" in lines["standby"]
