@@ -22,7 +22,7 @@ from wattplane.sim.controllers import NullController
 from wattplane.sim.engine import SimOptions, Simulation
 from wattplane.sim.fleet import expand, parse_fleet
 from wattplane.sim.inference import Knob, azure_mix, operate
-from wattplane.sim.jobs import Demand, JobSpec
+from wattplane.sim.jobs import Demand, JobSpec, read_simple_csv
 from wattplane.sim.llm import (
     LLM_WORKLOAD,
     LlmDemand,
@@ -34,11 +34,10 @@ from wattplane.sim.llm import (
 )
 from wattplane.sim.physics import RunningJob
 from wattplane.sim.results import collect
+from wattplane.sim.scenario import resolve_workloads
 
 DATA = Path(__file__).resolve().parents[3] / "operator" / "wattplane" / "sim" / "data"
 TRACK = CarbonTrack.load(DATA / "electricitymaps_US-CAL-CISO_2023_hourly.csv", datetime(2023, 6, 1, tzinfo=UTC))
-
-
 
 
 def _service(rate_fraction: float = 0.6, duration_s: float = 600.0) -> JobSpec:
@@ -174,12 +173,14 @@ def test_the_metrics_page_gives_back_the_models_p90s_through_the_operators_windo
     service = LlmService(demand, ServingSlo(), replicas=1)
     service.operate([(None, 1245.0)])
     before = service.sample("sim://a/b")
-    service.flush(0.0, 15.0)
+    service.flush(0.0, 60.0)
     after = service.sample("sim://a/b")
-    window = serving_window(before, after, seconds=15.0, prefill_s_per_token=3.25e-5, joules=15.0 * 400.0)
+    window = serving_window(before, after, seconds=60.0, prefill_s_per_token=3.25e-5, joules=60.0 * 400.0)
     (op,) = service.ops
-    assert window.tpot_p90_s == pytest.approx(op.tpot_p90_s, rel=0.01)
-    assert window.ttft_p90_s == pytest.approx(op.ttft_p90_s, rel=0.02)
+    # Buckets hold whole observations (as Prometheus counts them): a minute's few hundred requests
+    # place the TTFT p90 within a few per cent; tens of thousands of tokens place the TPOT p90 closely.
+    assert window.tpot_p90_s == pytest.approx(op.tpot_p90_s, rel=0.005)
+    assert window.ttft_p90_s == pytest.approx(op.ttft_p90_s, rel=0.03)
     assert window.speed_tps == pytest.approx(op.speed_tps, rel=1e-6)
     assert window.joules_per_token == pytest.approx(400.0 / op.tokens_per_s, rel=0.01)
     assert window.queue == pytest.approx(op.waiting)
@@ -208,3 +209,18 @@ def test_an_llm_service_on_an_a40_falls_back_to_the_training_curve() -> None:
     job = sim.finished["chat"]
     assert job.serving is None and job.energy_j > 0
     assert collect(sim, "x").serving == ()
+
+
+def test_a_simple_csv_row_names_an_llm_service_and_only_h100_fleets_take_it(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_text(
+        "submit_time,gpus,workload,duration_or_epochs,priority,kind,load\n0,1,llm/llama3.1-8b,2h,high,inference,0.5\n"
+    )
+    (job,) = read_simple_csv(path)
+    assert job.llm is not None
+    load = job.llm.at(0.0)
+    assert load.rate == pytest.approx(0.5 * slo_capacity(load), rel=1e-6)
+    catalog = Catalog.builtin()
+    assert resolve_workloads([job], catalog, expand(parse_fleet("1x8xH100")))[0].workload == LLM_WORKLOAD
+    with pytest.raises(ValueError, match="not measured"):
+        resolve_workloads([job], catalog, expand(parse_fleet("1x8xA40")))
