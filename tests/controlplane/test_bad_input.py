@@ -116,7 +116,10 @@ EMPTY = "apiVersion: wattplane.io/v1alpha1\nkind: EnergyPolicy\nmetadata: {name:
 @pytest.mark.parametrize(
     ("manifest", "message_part"),
     [
-        (EMPTY + "spec: {}\n", "a policy needs at least one of limits, efficiency, carbon, budget, quota, serving or stragglers"),
+        (
+            EMPTY + "spec: {}\n",
+            "a policy needs at least one of limits, efficiency, carbon, budget, quota, serving or stragglers",
+        ),
         (EMPTY + "spec: {priority: 100, selector: {}}\n", "or dryRun: true to only observe the pods it selects"),
         (EMPTY, "spec: Required value"),
     ],

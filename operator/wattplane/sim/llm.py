@@ -395,12 +395,3 @@ def _buckets(name: str, bounds: Sequence[float], counts: Sequence[float], share:
     """
     cumulative = list(itertools.accumulate(float(math.floor(c * share)) for c in counts))
     return Buckets(name, tuple(zip((*bounds, math.inf), cumulative, strict=True)))
-
-
-def knob_of(limit_w: float, default_w: float, locked: tuple[int, int] | None, max_clock_mhz: float) -> Knob:
-    """The knob a board carries, for reports (a cap below default, or a lock below the top clock)."""
-    if locked is not None and locked[1] < max_clock_mhz:
-        return Knob.clock(locked[1])
-    if limit_w < default_w - 1e-6:
-        return Knob.cap(limit_w)
-    return Knob()

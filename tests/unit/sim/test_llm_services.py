@@ -83,7 +83,10 @@ class _Fixed:
         """Never scheduled."""
 
 
-def _run(target: GpuTarget | None, spec: JobSpec | None = None, slo: ServingSlo = ServingSlo()) -> Simulation:
+DEFAULT_SLO = ServingSlo()
+
+
+def _run(target: GpuTarget | None, spec: JobSpec | None = None, slo: ServingSlo = DEFAULT_SLO) -> Simulation:
     sim = Simulation(
         nodes=expand(parse_fleet("1x1xH100")),
         catalog=Catalog.builtin(),
