@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 from fleet import Fleet
-from kubeapi import GROUP, VERSION, apply_policy, connect, create_namespace, create_pod, eventually, get_cluster_object
+from kubeapi import GROUP, VERSION, apply_policy, connect, eventually, get_cluster_object
 from kubernetes_asyncio import client
-from vllmstub import VllmStub, gpu_index_of_pod
+from vllmstub import VllmStub, serve_behind_pod
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
@@ -56,23 +56,9 @@ async def test_a_serving_pod_is_capped_while_its_slo_holds_and_released_on_a_loa
     fleet.start_agent(node)
 
     async with VllmStub(rate_rps=3.0, seed=11) as stub, aiohttp.ClientSession() as http:
-        await create_namespace(api, NS, {"team": "serving"})
-        await create_pod(
-            api,
-            NS,
-            POD,
-            node=node,
-            gpus=1,
-            labels={"app": "slo-llm"},
-            annotations={"wattplane.io/workload": "inference", "wattplane.io/serving-metrics": stub.metrics_url},
+        index = await serve_behind_pod(
+            api, stub, node=node, state_file=fleet.state_file(node), namespace=NS, pod=POD, app="slo-llm"
         )
-
-        async def placed() -> tuple[int] | None:
-            index = gpu_index_of_pod(await get_cluster_object(api, "gpunodes", node), NS, POD)
-            return None if index is None else (index,)
-
-        (index,), _ = await eventually(placed, within_s=60, what=f"the pod's GPU\n{fleet.logs()}")
-        stub.follow_gpu(fleet.state_file(node), index)
         await apply_policy(
             api,
             POLICY,

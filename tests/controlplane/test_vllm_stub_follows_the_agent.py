@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from fleet import Fleet
-from kubeapi import apply_policy, connect, create_namespace, create_pod, eventually, get_cluster_object
+from kubeapi import apply_policy, connect, eventually, get_cluster_object
 from kubernetes_asyncio import client
-from vllmstub import VllmStub, gpu_index_of_pod, histogram_buckets, histogram_quantile
+from vllmstub import VllmStub, histogram_buckets, histogram_quantile, serve_behind_pod
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(240)]
 
@@ -44,23 +44,9 @@ async def _p90_itl(session: aiohttp.ClientSession, stub: VllmStub, steps: int = 
 async def test_the_stub_slows_down_when_the_agent_locks_its_pods_gpu_clock(fleet: Fleet, api: client.ApiClient) -> None:
     node = fleet.nodes[0]
     async with VllmStub(rate_rps=5.0, seed=7) as stub, aiohttp.ClientSession() as session:
-        await create_namespace(api, NS, {"team": "serving"})
-        await create_pod(
-            api,
-            NS,
-            POD,
-            node=node,
-            gpus=1,
-            labels={"app": "stub-llm"},
-            annotations={"wattplane.io/workload": "inference", "wattplane.io/serving-metrics": stub.metrics_url},
+        index = await serve_behind_pod(
+            api, stub, node=node, state_file=fleet.state_file(node), namespace=NS, pod=POD, app="stub-llm"
         )
-
-        async def placed() -> tuple[int] | None:
-            index = gpu_index_of_pod(await get_cluster_object(api, "gpunodes", node), NS, POD)
-            return None if index is None else (index,)
-
-        (index,), _ = await eventually(placed, within_s=60, what=f"the pod's GPU in GpuNode status\n{fleet.logs()}")
-        stub.follow_gpu(fleet.state_file(node), index)
         await stub.advanced(2)
         free = await _p90_itl(session, stub)
         assert stub.last is not None and stub.last.knob.kind == "none", stub.last

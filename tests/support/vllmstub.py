@@ -569,3 +569,33 @@ def histogram_quantile(q: float, buckets: Mapping[float, float], before: Mapping
             return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 0.0)
         lower, below = bound, count
     return lower
+
+
+async def serve_behind_pod(
+    api: Any, stub: VllmStub, *, node: str, state_file: Path, namespace: str, pod: str, app: str
+) -> int:
+    """Serve ``stub`` behind a new inference pod on ``node``; the index of the GPU it got.
+
+    Creates ``namespace`` and the pod (its ``wattplane.io/serving-metrics`` names the stub's page), waits
+    until the node's agent reports the pod's GPU, and points the stub at that board.
+    """
+    from kubeapi import create_namespace, create_pod, eventually, get_cluster_object
+
+    await create_namespace(api, namespace, {"team": "serving"})
+    await create_pod(
+        api,
+        namespace,
+        pod,
+        node=node,
+        gpus=1,
+        labels={"app": app},
+        annotations={"wattplane.io/workload": "inference", "wattplane.io/serving-metrics": stub.metrics_url},
+    )
+
+    async def placed() -> tuple[int] | None:
+        index = gpu_index_of_pod(await get_cluster_object(api, "gpunodes", node), namespace, pod)
+        return None if index is None else (index,)  # index 0 is falsy for eventually()
+
+    (index,), _ = await eventually(placed, within_s=60, what=f"the GPU of pod {namespace}/{pod} in GpuNode status")
+    stub.follow_gpu(state_file, index)
+    return index

@@ -168,30 +168,17 @@ def policy_status(
         )
         if not fresh:
             degraded.append(("CarbonSignal", f"carbon signal {report.carbon.source or '?'}: {report.carbon.message}"))
-    if report.budget_met is not None:
-        conditions = _condition(
-            conditions,
-            "BudgetMet",
-            report.budget_met,
-            "WithinBudget" if report.budget_met else "OverBudget",
-            report.budget_message,
-            parsed.generation,
-            now,
-        )
-        if not report.budget_met:
-            degraded.append(("BudgetNotMet", report.budget_message))
-    if report.quota_met is not None:
-        conditions = _condition(
-            conditions,
-            "QuotaMet",
-            report.quota_met,
-            "WithinQuota" if report.quota_met else "QuotaInfeasible",
-            report.quota_message,
-            parsed.generation,
-            now,
-        )
-        if not report.quota_met:
-            degraded.append(("QuotaNotMet", report.quota_message))
+    # (condition, met, reason when met, reason when not, message, Degraded reason)
+    limits = (
+        ("BudgetMet", report.budget_met, "WithinBudget", "OverBudget", report.budget_message, "BudgetNotMet"),
+        ("QuotaMet", report.quota_met, "WithinQuota", "QuotaInfeasible", report.quota_message, "QuotaNotMet"),
+    )
+    for type_, met, yes, no, message, degraded_reason in limits:
+        if met is None:
+            continue
+        conditions = _condition(conditions, type_, met, yes if met else no, message, parsed.generation, now)
+        if not met:
+            degraded.append((degraded_reason, message))
     if report.unprofiled_jobs:
         jobs = ", ".join(report.unprofiled_jobs[:5])
         degraded.append(("NoProgressSignal", f"jobs without a usable wattplane.io/progress-metric: {jobs}"))

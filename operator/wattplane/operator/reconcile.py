@@ -337,19 +337,7 @@ class Reconciler:
             self._shadow_told[name] = report.shadowed_by
             if event is None:
                 continue
-            reason, message, type_ = event
-            await self.post_event(
-                namespace="default",  # cluster-scoped objects' events live in "default" (kubectl describe finds them)
-                involved={
-                    "apiVersion": energypolicy.CRD.api_version,
-                    "kind": energypolicy.CRD.kind,
-                    "name": name,
-                    "uid": parsed.uid,
-                },
-                reason=reason,
-                message=message,
-                type_=type_,
-            )
+            await self._post_policy_event(name, parsed.uid, event)
 
     async def _tell_windows(self, result: Plan) -> None:
         """An event on each budget policy whose target a window starts or stops setting."""
@@ -363,19 +351,22 @@ class Reconciler:
             self._window_told[name] = report.budget.window
             if event is None:
                 continue
-            reason, message, type_ = event
-            await self.post_event(
-                namespace="default",
-                involved={
-                    "apiVersion": energypolicy.CRD.api_version,
-                    "kind": energypolicy.CRD.kind,
-                    "name": name,
-                    "uid": parsed.uid,
-                },
-                reason=reason,
-                message=message,
-                type_=type_,
-            )
+            await self._post_policy_event(name, parsed.uid, event)
+
+    async def _post_policy_event(self, name: str, uid: str, event: tuple[str, str, str]) -> None:
+        reason, message, type_ = event
+        await self.post_event(
+            namespace="default",  # cluster-scoped objects' events live in "default" (kubectl describe finds them)
+            involved={
+                "apiVersion": energypolicy.CRD.api_version,
+                "kind": energypolicy.CRD.kind,
+                "name": name,
+                "uid": uid,
+            },
+            reason=reason,
+            message=message,
+            type_=type_,
+        )
 
     async def _warn_pods(self, result: Plan) -> None:
         for key, problems in result.pod_problems.items():

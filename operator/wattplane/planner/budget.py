@@ -70,6 +70,7 @@ from datetime import datetime
 from typing import Final, NamedTuple, TypeGuard
 
 from wattplane.api.annotations import PRIORITY_NAMES
+from wattplane.planner.kneefill import water_level
 
 DEFAULT_DEMAND_MARGIN: Final = 0.1
 """Room above measured power a GPU asks for, as a fraction of its ceiling."""
@@ -263,21 +264,7 @@ def _fill(items: list[_Gpu], spare: float) -> tuple[dict[str, float], dict[str, 
 
 def _water_level(members: list[_Gpu], target: float) -> float:
     """The level L with ``Σ clamp(L, floor, demand) = target`` (Σ floors ≤ target ≤ Σ demands)."""
-    events = sorted([(g.floor, 1) for g in members] + [(g.demand, -1) for g in members])
-    filled = math.fsum(g.floor for g in members)
-    level = events[0][0]
-    if target <= filled:
-        return level
-    slope = 0
-    for value, delta in events:
-        if value > level:
-            rise = slope * (value - level)
-            if filled + rise >= target:
-                return level + (target - filled) / slope
-            filled += rise
-            level = value
-        slope += delta
-    return level
+    return water_level({g.uuid: g.floor for g in members}, {g.uuid: g.demand for g in members}, target)
 
 
 def _per_node(items: list[_Gpu], watts: Mapping[str, float]) -> dict[str, float]:
