@@ -99,6 +99,14 @@ class AgentCollector(Collector):
         watts = snap.spec.node_budget_watts
         budget.add_metric(host, math.nan if watts is None else watts)
         budget_set.add_metric(host, 0.0 if watts is None else 1.0)
+        in_force = GaugeMetricFamily(
+            "wattplane_node_power_budget_in_force_watts",
+            "The budget the node's loop holds now: the plan's share, or a point on the ramp towards it"
+            " (NaN: none held).",
+            labels=HOST_LABELS,
+        )
+        held = snap.budget.budget_watts if snap.budget is not None else None
+        in_force.add_metric(host, math.nan if held is None else held)
         node_power = GaugeMetricFamily(
             "wattplane_node_gpu_power_watts", "Measured power of the node's GPUs, watts.", labels=HOST_LABELS
         )
@@ -121,7 +129,7 @@ class AgentCollector(Collector):
             "wattplane_node_budget_cuts", "Ticks in which the node budget lowered limits.", labels=HOST_LABELS
         )
         cuts.add_metric(host, snap.apply.budget_cuts)
-        yield from (budget, budget_set, node_power, limited, feasible, cuts)
+        yield from (budget, budget_set, in_force, node_power, limited, feasible, cuts)
 
     def _agent_families(self, snap: AgentSnapshot) -> Iterator[Metric]:
         stats = snap.apply

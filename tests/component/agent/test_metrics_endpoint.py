@@ -30,6 +30,7 @@ GPU_METRICS = {
     "wattplane_pod_gpu_energy_joules": "counter",
     "wattplane_node_power_budget_watts": "gauge",
     "wattplane_node_power_budget_set": "gauge",
+    "wattplane_node_power_budget_in_force_watts": "gauge",
     "wattplane_node_gpu_power_watts": "gauge",
     "wattplane_node_budget_limited_gpus": "gauge",
     "wattplane_node_budget_feasible": "gauge",
@@ -184,6 +185,7 @@ async def test_budget_series_follow_the_budget_loop(agent: RunningAgent) -> None
     samples = await agent.scrape()
     assert samples["wattplane_node_power_budget_watts"][0].value == budget
     assert samples["wattplane_node_power_budget_set"][0].value == 1
+    assert samples["wattplane_node_power_budget_in_force_watts"][0].value == budget  # no ramp: held at once
     assert samples["wattplane_node_budget_cuts_total"][0].value == 1
     assert samples["wattplane_node_budget_feasible"][0].value == 1
     limited = samples["wattplane_gpu_power_limit_budget_watts"]
