@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wattplane.api.selectors import LabelSelector
 from wattplane.api.v1alpha1.energypolicy import ClockRangeMHz, EnergyPolicySpec, PolicySelector, PowerLimits
+from wattplane.planner.decide import clamp
 from wattplane.planner.limits import static_cap
 from wattplane.planner.plan import plan
 from wattplane.planner.snapshot import FleetSnapshot, GpuView, PodView, PolicyView
@@ -173,7 +174,7 @@ def test_targets_come_only_from_live_policies_with_limits_over_active_pods(
                 limits = source.spec.limits
                 knobs = (limits.locked_sm_clock_mhz, limits.workload_profile, limits.power_smoothing)
                 assert any(k is not None for k in knobs)
-                assert target.power_limit_watts == min(max(gpu.default_watts, gpu.min_watts), gpu.max_watts)
+                assert target.power_limit_watts == clamp(gpu.default_watts, "", gpu)[0]  # to the milliwatt
             else:
                 assert decision.watts == target.power_limit_watts
 
