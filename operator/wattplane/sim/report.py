@@ -61,8 +61,8 @@ def summary(results: Sequence[RunResult]) -> str:
     """A few sentences a person reads first."""
     base = results[0]
     out = [
-        f"uncapped: {base.energy_kwh:.1f} kWh and {base.carbon_kg:.1f} kg CO2 for the jobs "
-        f"({base.fleet_energy_kwh:.1f} kWh for the whole fleet over the run, idle GPUs included)"
+        f"uncapped: {base.energy_kwh:.1f} kWh and {base.carbon_kg:.1f} kg CO2 for the jobs, each run to its end "
+        f"({base.fleet_energy_kwh:.1f} kWh for the whole fleet within the run's duration, idle GPUs included)"
         + (f"; energy cost {base.cost:.2f} {base.cost_currency} (simulated)." if base.cost is not None else ".")
     ]
     for r, c in zip(results[1:], comparisons(results)[1:], strict=True):
