@@ -71,6 +71,16 @@ class GridService:
         running = self._vens.get(policy_name)
         return running.ven.prices() if running is not None else ()
 
+    def problem(self, policy_name: str) -> str | None:
+        """What keeps a policy's VEN from working now (an unreadable Secret, no registration), if anything."""
+        error = self.errors.get(policy_name)
+        if error:
+            return f"demand response not started: {error}"
+        running = self._vens.get(policy_name)
+        if running is not None and running.ven.last_error:
+            return f"VEN {running.ven.spec.openadr.ven_name}: {running.ven.last_error}"
+        return None
+
     def all_windows(self) -> dict[str, tuple[BudgetWindow, ...]]:
         """Windows by policy name, for the planner's context (policies without windows left out)."""
         return {name: w for name, r in self._vens.items() if (w := r.ven.windows())}

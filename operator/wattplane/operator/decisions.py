@@ -120,13 +120,15 @@ def policy_status(
     energy_joules: float | None = None,
     carbon_grams: float | None = None,
     serving: ServingEnergy | None = None,
+    grid_problem: str | None = None,
 ) -> EnergyPolicyStatus:
     """The status an EnergyPolicy should show after this round.
 
     ``profiles`` are the policy's Zeus profiles and ``carbon_budgets`` its jobs' slowdown accounts (kept
     in status so a restarted operator resumes them); ``energy_joules``/``carbon_grams`` its running
-    totals (``None``: keep what status has), and ``serving`` its inference pods' joules per output
-    token (``None``: keep what status has).
+    totals (``None``: keep what status has), ``serving`` its inference pods' joules per output
+    token (``None``: keep what status has), and ``grid_problem`` what keeps its demand-response VEN
+    from working (it makes the policy ``Degraded``: events the VTN sends may be missed).
     """
     previous = EnergyPolicyStatus.model_validate(parsed.status or {})
     conditions = list(previous.conditions)
@@ -179,6 +181,8 @@ def policy_status(
         conditions = _condition(conditions, type_, met, yes if met else no, message, parsed.generation, now)
         if not met:
             degraded.append((degraded_reason, message))
+    if grid_problem:
+        degraded.append(("DemandResponse", grid_problem))
     if report.unprofiled_jobs:
         jobs = ", ".join(report.unprofiled_jobs[:5])
         degraded.append(("NoProgressSignal", f"jobs without a usable wattplane.io/progress-metric: {jobs}"))

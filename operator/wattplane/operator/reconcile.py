@@ -218,6 +218,7 @@ class Reconciler:
                 serving=self.observer.serving_status(name, parsed.status),
                 energy_joules=totals.energy_joules if totals is not None else None,
                 carbon_grams=totals.carbon_grams if totals is not None else None,
+                grid_problem=self.grid.problem(name) if self.grid is not None else None,
             ).to_wire()
             await self._maybe_patch_policy_status(name, status)
         for name in [n for n in self._written_status if n not in self.state.policies]:

@@ -112,6 +112,8 @@ async def test_a_missing_secret_is_reported_and_retried_later() -> None:
     spec = policy("http://127.0.0.1:9/OpenADR2/Simple/2.0b", secret="absent")
     await service.sync({"dr": spec})
     assert service.ven("dr") is None and service.errors == {"dr": "Secret ns/absent: not found"}
+    assert service.problem("dr") == "demand response not started: Secret ns/absent: not found"
+    assert service.problem("other") is None
     await service.sync({"dr": spec})
     assert secrets.reads == [("ns", "absent")]  # not hammered every round
     await asyncio.sleep(0.35)
@@ -120,3 +122,23 @@ async def test_a_missing_secret_is_reported_and_retried_later() -> None:
     await service.sync({})
     assert service.errors == {}
     await service.close()
+
+
+async def test_a_vtn_that_does_not_answer_is_a_problem_the_policy_can_show() -> None:
+    service = GridService(
+        backend=MemoryBackend(),
+        read_secret=Secrets({}).read,
+        default_namespace="ns",
+        ven_factory=partial(Ven, retry_s=0.2, report_min_period=timedelta(seconds=1)),
+    )
+    # Port 9 (discard) on loopback: nothing listens, the registration fails at once.
+    await service.sync({"dr": policy("http://127.0.0.1:9/OpenADR2/Simple/2.0b")})
+    try:
+
+        async def failing() -> str | None:
+            return service.problem("dr")
+
+        problem, _ = await eventually(failing, within_s=20, what="the VEN's registration failure")
+        assert problem.startswith("VEN rack-d: ")
+    finally:
+        await service.close()

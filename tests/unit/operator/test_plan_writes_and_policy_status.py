@@ -308,3 +308,20 @@ def test_a_window_starting_and_ending_is_told_once_each() -> None:
     ended = window_event("peak", BudgetStatus(watts=0.0))
     assert ended is not None and ended[0] == "BudgetWindowEnded" and "peak" in ended[1]
     assert window_event(None, BudgetStatus(watts=5000.0)) is None
+
+
+def test_a_demand_response_problem_degrades_the_policy_and_says_why() -> None:
+    from wattplane.operator.decisions import policy_status as status_of
+    from wattplane.planner.context import PlanContext
+    from wattplane.planner.plan import plan as plan_round
+    from wattplane.planner.snapshot import FleetSnapshot
+
+    parsed = policy_parse(_policy_body({"budget": {"watts": 1000}}))
+    assert parsed.view is not None
+    report = plan_round(FleetSnapshot(), [parsed.view], PlanContext(now=T0)).policies[parsed.view.name]
+    status = status_of(parsed, report, now=T0, grid_problem="VEN rack-b: ClientConnectorError: refused")
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "DemandResponse")
+    assert "VEN rack-b: ClientConnectorError" in degraded.message
+    fine = status_of(parsed, report, now=T0)
+    assert next(c for c in fine.conditions if c.type == "Degraded").status == "False"
