@@ -20,7 +20,7 @@ Pure: the same spec, windows, time and reference give the same target.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -117,8 +117,3 @@ def node_ramps(ramp_watts_per_second: float | None, reference_by_node: Mapping[s
     if total <= 0:
         return {}
     return {node: ramp_watts_per_second * watts / total for node, watts in reference_by_node.items() if watts > 0}
-
-
-def describe_windows(windows: Iterable[BudgetWindow]) -> str:
-    """One line naming the windows, for messages."""
-    return ", ".join(f"{w.name} {w.start:%Y-%m-%dT%H:%M:%SZ}..{w.end:%H:%M:%SZ}" for w in windows)
