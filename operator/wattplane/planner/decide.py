@@ -38,7 +38,7 @@ from wattplane.planner.snapshot import GpuView, PodKey, PolicyView
 _WEIGHT_STEPS: Final = 20
 
 #: Reported binding section, in precedence order (first wins a tie).
-_PRECEDENCE: Final = ("carbon", "stragglers", "efficiency", "limits")
+_PRECEDENCE: Final = ("carbon", "serving", "stragglers", "efficiency", "limits")
 
 #: Every field of a target, with its default: targets are built without pydantic's validation (all
 #: inputs are validated already), which would otherwise be the dearest step of a round.
@@ -177,13 +177,13 @@ class Decider:
         context: PlanContext,
         carbon: Mapping[str, WeightDecision],
         budgets: Mapping[str, carbonbudget.BudgetDecision],
-        quota_caps: Mapping[str, float] | None = None,
     ) -> None:
         self.context = context
         self.carbon = carbon
         self.budgets = budgets
-        #: Each quota GPU's cap this round, by UUID (:mod:`wattplane.planner.quota`).
-        self.quota_caps = quota_caps or {}
+        #: Each quota GPU's cap this round, by UUID (:mod:`wattplane.planner.quota`): set by the planner
+        #: once the quotas are shared, which needs this decider's :meth:`ceiling` first.
+        self.quota_caps: Mapping[str, float] = {}
         #: What a policy proposes for one kind of GPU and one set of job inputs: most GPUs of a
         #: round share one with many others (the same model, policy and no profile of their own).
         self._memo: dict[tuple[object, ...], _Limit | None] = {}
@@ -218,28 +218,11 @@ class Decider:
     def _decide(self, gpu: GpuView, key: PodKey, state: PodState, policy: PolicyView) -> tuple[Decision | None, bool]:
         spec = policy.spec
         intent = state.intent
-        profile = self.context.profiles.get((state.job, gpu.model))
-        budget = self.budgets.get(state.job) if budgeted(policy) else None
-        straggler = self.context.straggler_caps.get(key) if spec.stragglers is not None else None
-        # Everything the limit depends on; objects of the round (profile, budget) by identity.
-        inputs = (
-            policy.name,
-            gpu.model,
-            gpu.min_watts,
-            gpu.max_watts,
-            gpu.default_watts,
-            intent.min_power_watts,
-            id(profile) if profile is not None else None,
-            id(budget) if budget is not None else None,
-            straggler,
-        )
-        limit = self._memo.get(inputs, _UNKNOWN)
-        if limit is _UNKNOWN:
-            limit = self._memo[inputs] = self._limit(gpu, policy, intent, profile, budget, straggler)
+        limit = self._limit_of(gpu, key, state, policy)
         knob = self.context.serving_knobs.get(key) if spec.serving is not None else None
         clocks = spec.limits.locked_sm_clock_mhz if spec.limits is not None else None
-        if knob is not None:
-            limit, clocks = _serving_limit(limit, clocks, knob, policy, gpu)
+        if knob is not None and knob.kind == "clock":
+            limit, clocks = _serving_clock(limit, clocks, knob, policy, gpu)
         quota = self.quota_caps.get(gpu.uuid) if spec.quota is not None else None
         if quota is not None:
             limit = _quota_limit(limit, quota, policy, gpu)
@@ -265,12 +248,36 @@ class Decider:
 
     def ceiling(self, gpu: GpuView, key: PodKey, state: PodState, policy: PolicyView) -> float:
         """The limit ``policy``'s sections other than its quota set on ``gpu`` (its default without one)."""
-        profile = self.context.profiles.get((state.job, gpu.model))
-        budget = self.budgets.get(state.job) if budgeted(policy) else None
-        straggler = self.context.straggler_caps.get(key) if policy.spec.stragglers is not None else None
-        limit = self._limit(gpu, policy, state.intent, profile, budget, straggler)
+        limit = self._limit_of(gpu, key, state, policy)
         watts = limit.watts if limit is not None and limit.section is not None else gpu.default_watts
         return min(max(watts, gpu.min_watts), gpu.max_watts)
+
+    def _limit_of(self, gpu: GpuView, key: PodKey, state: PodState, policy: PolicyView) -> _Limit | None:
+        """What ``policy``'s sections (its quota aside) propose for ``gpu`` under ``key``, memoised."""
+        spec = policy.spec
+        intent = state.intent
+        profile = self.context.profiles.get((state.job, gpu.model))
+        budget = self.budgets.get(state.job) if budgeted(policy) else None
+        straggler = self.context.straggler_caps.get(key) if spec.stragglers is not None else None
+        knob = self.context.serving_knobs.get(key) if spec.serving is not None else None
+        serving = (knob.value, knob.reason) if knob is not None and knob.kind == "cap" else None
+        # Everything the limit depends on; objects of the round (profile, budget) by identity.
+        inputs = (
+            policy.name,
+            gpu.model,
+            gpu.min_watts,
+            gpu.max_watts,
+            gpu.default_watts,
+            intent.min_power_watts,
+            id(profile) if profile is not None else None,
+            id(budget) if budget is not None else None,
+            straggler,
+            serving,
+        )
+        limit = self._memo.get(inputs, _UNKNOWN)
+        if limit is _UNKNOWN:
+            limit = self._memo[inputs] = self._limit(gpu, policy, intent, profile, budget, straggler, serving)
+        return limit
 
     def _limit(
         self,
@@ -280,6 +287,7 @@ class Decider:
         profile: JobProfile | None,
         budget: carbonbudget.BudgetDecision | None,
         straggler: float | None,
+        serving: tuple[float, str] | None = None,
     ) -> _Limit | None:
         spec = policy.spec
         proposals: list[_Proposal] = []
@@ -301,6 +309,8 @@ class Decider:
                     proposals.append(_Proposal(watts, "efficiency", why))
         if not profiling:
             proposals.extend(self._carbon_and_stragglers(gpu, policy, profile, budget, straggler))
+            if serving is not None:
+                proposals.append(_Proposal(serving[0], "serving", f"serving, {serving[1]}"))
         if not proposals and _sets_knobs(spec.limits):
             # A clock lock, a workload profile or power smoothing alone still needs a target to ride
             # on: the limit stays where the device has it by default.
@@ -357,27 +367,23 @@ def _sets_knobs(limits: PowerLimits | None) -> bool:
     )
 
 
-def _serving_limit(
+def _serving_clock(
     limit: _Limit | None, clocks: ClockRangeMHz | None, knob: ServingKnob, policy: PolicyView, gpu: GpuView
 ) -> tuple[_Limit, ClockRangeMHz | None]:
-    """``limit`` and the clock lock with the pod's serving knob on top (the tighter of each wins).
+    """``limit`` and the clock lock with the pod's serving clock knob on top (the lower bound wins).
 
     A clock knob bounds the SM clock from above (the lower bound stays at the device's minimum, so an
-    idle server still clocks down); a cap knob is a power limit like any other section's.
+    idle server still clocks down). A serving cap knob is a proposal like any other section's (see
+    :meth:`Decider._limit`); a clock knob is not a power limit, so without another section's limit the
+    GPU keeps its default one.
     """
-    base = limit if limit is not None and limit.section is not None else None
-    if knob.kind == "clock":
-        top = int(knob.value)
-        if clocks is None or top < clocks.max_mhz:
-            clocks = ClockRangeMHz.model_construct(min_mhz=min(clocks.min_mhz, top) if clocks else 0, max_mhz=top)
-        if base is not None:
-            return replace(base, reason=f"{base.reason}; SM clock at most {top} MHz (serving: {knob.reason})"), clocks
-        watts, clamped, reason = clamp(gpu.default_watts, f"EnergyPolicy {policy.name}: serving, {knob.reason}", gpu)
-        return _Limit(watts, "serving", reason, clamped, False), clocks
-    if base is not None and base.watts <= knob.value:
-        return base, clocks
-    watts, clamped, reason = clamp(knob.value, f"EnergyPolicy {policy.name}: serving, {knob.reason}", gpu)
-    return _Limit(watts, "serving", reason, clamped, base.unprofiled if base is not None else False), clocks
+    top = int(knob.value)
+    if clocks is None or top < clocks.max_mhz:
+        clocks = ClockRangeMHz.model_construct(min_mhz=min(clocks.min_mhz, top) if clocks else 0, max_mhz=top)
+    if limit is not None and limit.section is not None:
+        return replace(limit, reason=f"{limit.reason}; SM clock at most {top} MHz (serving: {knob.reason})"), clocks
+    watts, clamped, reason = clamp(gpu.default_watts, f"EnergyPolicy {policy.name}: serving, {knob.reason}", gpu)
+    return _Limit(watts, "serving", reason, clamped, False), clocks
 
 
 def _quota_limit(limit: _Limit | None, cap: float, policy: PolicyView, gpu: GpuView) -> _Limit:

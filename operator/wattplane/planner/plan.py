@@ -260,7 +260,7 @@ class Planner:
         decider = Decider(context, self._carbon, self._carbon_budgets)
         if self._quotas:
             self._update_quotas(decider, context, changes)
-            decider = Decider(context, self._carbon, self._carbon_budgets, self._quota_caps)
+            decider.quota_caps = self._quota_caps  # the same decider: its memo already holds the ceilings
         self._redecide(decider, changes)
         self._update_budgets(snapshot, context, changes)
         self._update_outputs(changes)

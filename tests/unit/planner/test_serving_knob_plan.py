@@ -74,3 +74,12 @@ def test_a_policy_with_only_a_clock_lock_still_sets_a_target() -> None:
     assert target is not None
     assert target.locked_clocks_mhz is not None and target.locked_clocks_mhz.max_mhz == 1200
     assert target.power_limit_watts == 700.0  # the default: nothing asked for less
+
+
+def test_a_cap_knob_respects_the_policys_floor_like_every_optimising_section() -> None:
+    target = _target(
+        {"serving": {}, "limits": {"maxWatts": 600.0, "minWatts": 350.0}}, ServingKnob("cap", 300.0, "probe")
+    )
+    assert target is not None
+    assert (target.power_limit_watts, target.section) == (350.0, "serving")
+    assert "raised to the floor 350 W" in target.reason
