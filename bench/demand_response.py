@@ -29,7 +29,6 @@ Figures, per mix (all simulated):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -42,7 +41,7 @@ from wattplane.sim.catalog import Catalog
 from wattplane.sim.controllers import NullController
 from wattplane.sim.engine import BudgetScope, SimOptions, Simulation
 from wattplane.sim.fleet import expand, parse_fleet
-from wattplane.sim.jobs import JobSpec, inference_services, synthetic_training
+from wattplane.sim.jobs import JobSpec, training_beside_services
 from wattplane.sim.planning import PolicyController
 from wattplane.sim.scenario import Scenario, resolve_workloads
 from wattplane.sim.traces import azure_demand, read_alibaba
@@ -69,19 +68,15 @@ def jobs_for(mix: str, hours: float) -> list[JobSpec]:
             fleet_gpus=gpus,
             utilisation=0.9,
         )
-    serving = 32
-    training = synthetic_training(
+    return training_beside_services(
         seed=7,
         duration_s=hours * 3600.0,
-        fleet_gpus=gpus - serving,
+        fleet_gpus=gpus,
+        services=32,
         workloads=CATALOG.families("A40"),
-        utilisation=0.9,
-        median_hours=1.0,
-        high_priority_share=0.0,
+        demand=azure_demand(shipped_trace("azure_llm_inference_trace_2023_conv.csv")),
+        service_workload="squad/bert_base_uncased",
     )
-    training = [dataclasses.replace(j, priority="low" if i % 2 else "normal") for i, j in enumerate(training)]
-    demand = azure_demand(shipped_trace("azure_llm_inference_trace_2023_conv.csv"))
-    return training + inference_services(count=serving, gpus=1, demand=demand, workload="squad/bert_base_uncased")
 
 
 def scenario(mix: str, hours: float) -> Scenario:

@@ -19,7 +19,6 @@ Every scenario is seeded; the printed commands reproduce each one with ``wattpla
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from wattplane.sim.carbon import CarbonTrack
 from wattplane.sim.catalog import Catalog
 from wattplane.sim.engine import SimOptions
 from wattplane.sim.fleet import expand, parse_fleet
-from wattplane.sim.jobs import JobSpec, inference_services, synthetic_training
+from wattplane.sim.jobs import JobSpec, synthetic_training, training_beside_services
 from wattplane.sim.results import RunResult, compare, savings_share
 from wattplane.sim.scenario import RunSpec, Scenario, load_policies, resolve_workloads, run_all, run_specs
 from wattplane.sim.traces import azure_demand
@@ -164,19 +163,15 @@ def budget_goal(quick: bool) -> None:
     hours = 6.0 if quick else 24.0
     fleet = "8x8xA40"
     gpus = 64
-    serving = 16
-    demand = azure_demand(shipped_data(AZURE))
-    jobs = synthetic_training(
+    jobs = training_beside_services(
         seed=3,
         duration_s=hours * 3600.0,
-        fleet_gpus=gpus - serving,
+        fleet_gpus=gpus,
+        services=16,
         workloads=CATALOG.families("A40"),
-        utilisation=0.9,
-        median_hours=1.0,
-        high_priority_share=0.0,
+        demand=azure_demand(shipped_data(AZURE)),
+        service_workload="squad/bert_base_uncased",
     )
-    jobs = [dataclasses.replace(j, priority="low" if i % 2 else "normal") for i, j in enumerate(jobs)]
-    jobs += inference_services(count=serving, gpus=1, demand=demand, workload="squad/bert_base_uncased")
     s = scenario(fleet, "US-CAL-CISO", "2023-06-10", hours, jobs)
     base, polca = run_all(s, run_specs(s, ["polca"], {}))
     report_budget(base, polca, s, "Azure LLM trace 2023")

@@ -29,8 +29,30 @@ ATTRIBUTION = {
 }
 
 
+class LoopedSteps:
+    """A trace's rows as a step function of virtual seconds, looped past the trace's end.
+
+    Subclasses (dataclasses) hold ``offsets`` (row starts, seconds after the trace's first row),
+    ``shift`` (seconds from the trace's start to virtual time 0) and ``span`` (the trace's length).
+    """
+
+    offsets: tuple[float, ...]
+    shift: float
+    span: float
+
+    def _index(self, t: float) -> int:
+        return bisect.bisect_right(self.offsets, (self.shift + t) % self.span) - 1
+
+    def next_change(self, t: float) -> float:
+        """The first virtual second after ``t`` at which a new row begins."""
+        i = self._index(t)
+        pos = (self.shift + t) % self.span
+        nxt = self.offsets[i + 1] if i + 1 < len(self.offsets) else self.span
+        return t + max(nxt - pos, 1e-9)
+
+
 @dataclass(frozen=True)
-class CarbonTrack:
+class CarbonTrack(LoopedSteps):
     """Intensity (g/kWh) as a step function of virtual seconds."""
 
     series: TraceSeries
@@ -65,20 +87,9 @@ class CarbonTrack:
         """``recorded`` when the file carries forecasts, else ``perfect foresight``."""
         return "recorded" if self.series.forecasts is not None else "perfect foresight"
 
-    def _index(self, t: float) -> int:
-        pos = (self.shift + t) % self.span
-        return bisect.bisect_right(self.offsets, pos) - 1
-
     def at(self, t: float) -> float:
         """Intensity at virtual second ``t``."""
         return self.series.values[self._index(t)]
-
-    def next_change(self, t: float) -> float:
-        """The first virtual second after ``t`` at which a new row begins."""
-        i = self._index(t)
-        pos = (self.shift + t) % self.span
-        nxt = self.offsets[i + 1] if i + 1 < len(self.offsets) else self.span
-        return t + max(nxt - pos, 1e-9)
 
     def time_of(self, t: float) -> datetime:
         """Wall-clock time of virtual second ``t``."""

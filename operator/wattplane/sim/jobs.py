@@ -25,6 +25,7 @@ request mix.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import random
 import re
@@ -251,3 +252,31 @@ def inference_services(
             )
         )
     return out
+
+
+def training_beside_services(
+    *,
+    seed: int,
+    duration_s: float,
+    fleet_gpus: int,
+    services: int,
+    workloads: Sequence[str],
+    demand: Demand,
+    service_workload: str = "",
+) -> list[JobSpec]:
+    """Training at 0.9 load on the GPUs ``services`` always-on one-GPU services leave, half ``low``, half ``normal``.
+
+    The mix the budget benchmarks cut: every watt a cut takes must come out of training, as the
+    priorities say (services are ``high``).
+    """
+    training = synthetic_training(
+        seed=seed,
+        duration_s=duration_s,
+        fleet_gpus=fleet_gpus - services,
+        workloads=workloads,
+        utilisation=0.9,
+        median_hours=1.0,
+        high_priority_share=0.0,
+    )
+    mixed = [dataclasses.replace(j, priority="low" if i % 2 else "normal") for i, j in enumerate(training)]
+    return mixed + inference_services(count=services, gpus=1, demand=demand, workload=service_workload)

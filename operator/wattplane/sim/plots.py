@@ -12,9 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from wattplane.sim.report import comparisons
 from wattplane.sim.results import RunResult
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only backend; ``RuntimeError`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency; a stripped image may lack it
+        raise RuntimeError("plots need matplotlib (pip install matplotlib)") from exc
+    return plt
 
 
 def write_plots(results: Sequence[RunResult], folder: Path, *, attribution: Sequence[str] = ()) -> list[Path]:
@@ -23,13 +36,7 @@ def write_plots(results: Sequence[RunResult], folder: Path, *, attribution: Sequ
     Raises:
         RuntimeError: matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency; a stripped image may lack it
-        raise RuntimeError("plots need matplotlib (pip install matplotlib)") from exc
+    plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     footer = "  ".join(attribution)
     paths = []
@@ -118,13 +125,7 @@ def write_serving_pareto(
     Raises:
         RuntimeError: matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency; a stripped image may lack it
-        raise RuntimeError("plots need matplotlib (pip install matplotlib)") from exc
+    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, points in series:

@@ -27,7 +27,7 @@ from typing import Final
 
 from wattplane.price.series import PriceSeries
 from wattplane.price.trace import load_price_trace, unit_from_header
-from wattplane.sim.carbon import CarbonTrack
+from wattplane.sim.carbon import CarbonTrack, LoopedSteps
 from wattplane.sim.engine import Controller, Simulation
 from wattplane.sim.physics import RunningJob
 
@@ -58,7 +58,7 @@ def _header_unit(path: Path) -> str:
 
 
 @dataclass(frozen=True)
-class PriceTrack:
+class PriceTrack(LoopedSteps):
     """Price as a step function of virtual seconds (see the module docstring)."""
 
     series: PriceSeries
@@ -96,19 +96,9 @@ class PriceTrack:
         """The licence notice for results computed from this trace ('' for a user's own file)."""
         return next((text for prefix, text in ATTRIBUTION.items() if self.name.startswith(prefix)), "")
 
-    def _index(self, t: float) -> int:
-        return bisect.bisect_right(self.offsets, (self.shift + t) % self.span) - 1
-
     def at(self, t: float) -> float:
         """Price at virtual second ``t`` (per MWh in the trace's currency)."""
         return self.series.intervals[self._index(t)].price
-
-    def next_change(self, t: float) -> float:
-        """The first virtual second after ``t`` at which a new price begins."""
-        i = self._index(t)
-        pos = (self.shift + t) % self.span
-        nxt = self.offsets[i + 1] if i + 1 < len(self.offsets) else self.span
-        return t + max(nxt - pos, 1e-9)
 
     def known_until(self, t: float) -> float:
         """Virtual second up to which prices are published at ``t`` (the day-ahead rule above)."""
