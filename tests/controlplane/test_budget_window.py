@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fleet import Fleet
-from kubeapi import GROUP, VERSION, apply_policy, connect, create_namespace, create_pod, eventually, get_cluster_object
+from fleet import Fleet, busy_rack, rack_gpunodes, rack_power
+from kubeapi import GROUP, VERSION, apply_policy, connect, eventually, get_cluster_object
 from kubernetes_asyncio import client
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(240)]
@@ -31,29 +31,9 @@ async def api(fleet: Fleet) -> AsyncIterator[client.ApiClient]:
         yield api_client
 
 
-async def _rack(api: client.ApiClient, nodes: list[str]) -> dict[str, dict[str, Any]]:
-    return {n: await get_cluster_object(api, "gpunodes", n) for n in nodes}
-
-
-def _drawn(gns: dict[str, dict[str, Any]]) -> float:
-    return sum(gn.get("status", {}).get("nodePowerWatts", 0.0) for gn in gns.values())
-
-
 async def test_a_window_opens_ramps_holds_and_lets_go(fleet: Fleet, api: client.ApiClient) -> None:
     nodes = list(fleet.nodes)
-    core = client.CoreV1Api(api)
-    for node in nodes:
-        await core.patch_node(node, {"metadata": {"labels": {"rack": RACK}}})
-    await create_namespace(api, NS)
-    for i, node in enumerate(nodes):
-        await create_pod(api, NS, f"train-{i}", node=node, gpus=4, annotations={"wattplane.io/priority": "low"})
-
-    async def busy() -> float | None:
-        gns = await _rack(api, nodes)
-        held = sum(1 for gn in gns.values() for g in gn.get("status", {}).get("gpus", []) if g.get("pods"))
-        return _drawn(gns) if held == 4 * len(nodes) else None
-
-    uncapped, _ = await eventually(busy, within_s=60, what=f"busy GPUs\n{fleet.logs()}")
+    uncapped = await busy_rack(fleet, api, rack=RACK, namespace=NS)
     target = round(0.7 * uncapped)
     rate = (uncapped - target) / 6.0  # the cut takes about 6 s
     opens = datetime.now(UTC) + timedelta(seconds=8)
@@ -86,10 +66,10 @@ async def test_a_window_opens_ramps_holds_and_lets_go(fleet: Fleet, api: client.
     before, _ = await eventually(waiting, within_s=20, what="the policy reports its next window")
     assert before["watts"] == 0.0 and before.get("window") is None
     assert datetime.now(UTC) < opens, "the test's set-up ate the lead time"
-    assert all("nodeBudgetWatts" not in gn["spec"] for gn in (await _rack(api, nodes)).values())
+    assert all("nodeBudgetWatts" not in gn["spec"] for gn in (await rack_gpunodes(api, nodes)).values())
 
     async def opened() -> dict[str, dict[str, Any]] | None:
-        gns = await _rack(api, nodes)
+        gns = await rack_gpunodes(api, nodes)
         return gns if all("nodeBudgetWatts" in gn["spec"] for gn in gns.values()) else None
 
     gns, _ = await eventually(opened, within_s=30, what=f"shares written when the window opens\n{fleet.logs()}")
@@ -102,7 +82,7 @@ async def test_a_window_opens_ramps_holds_and_lets_go(fleet: Fleet, api: client.
     assert sum(ramps) == pytest.approx(rate, rel=0.01)
 
     async def under() -> float | None:
-        drawn = _drawn(await _rack(api, nodes))
+        drawn = rack_power(await rack_gpunodes(api, nodes))
         return drawn if drawn <= target * 1.01 else None
 
     held, seconds = await eventually(under, within_s=30, what=f"rack under the target\n{fleet.logs()}")
@@ -116,7 +96,7 @@ async def test_a_window_opens_ramps_holds_and_lets_go(fleet: Fleet, api: client.
     assert ep["status"]["budget"]["watts"] == pytest.approx(target)
 
     async def closed() -> dict[str, dict[str, Any]] | None:
-        gns = await _rack(api, nodes)
+        gns = await rack_gpunodes(api, nodes)
         return gns if all("nodeBudgetWatts" not in gn["spec"] for gn in gns.values()) else None
 
     gns, _ = await eventually(closed, within_s=60, what="shares removed when the window closes")
@@ -133,7 +113,7 @@ async def test_a_window_opens_ramps_holds_and_lets_go(fleet: Fleet, api: client.
     assert all(gn["spec"].get("nodeBudgetRampWattsPerSecond") for gn in gns.values())
 
     async def back() -> float | None:
-        drawn = _drawn(await _rack(api, nodes))
+        drawn = rack_power(await rack_gpunodes(api, nodes))
         return drawn if drawn >= 0.97 * uncapped else None
 
     restored, seconds = await eventually(back, within_s=60, what=f"rack back to its uncapped draw\n{fleet.logs()}")

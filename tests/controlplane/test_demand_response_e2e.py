@@ -18,11 +18,10 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from fleet import Fleet
-from kubeapi import GROUP, VERSION, apply_policy, connect, create_namespace, create_pod, eventually, get_cluster_object
+from fleet import Fleet, busy_rack, rack_gpunodes
+from kubeapi import GROUP, VERSION, apply_policy, connect, eventually, get_cluster_object
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from openadrvtn import running_vtn
@@ -43,10 +42,6 @@ async def api(fleet: Fleet) -> AsyncIterator[client.ApiClient]:
         yield api_client
 
 
-async def _rack(api: client.ApiClient, nodes: list[str]) -> dict[str, dict[str, Any]]:
-    return {n: await get_cluster_object(api, "gpunodes", n) for n in nodes}
-
-
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
@@ -61,20 +56,7 @@ async def test_an_event_survives_a_sigkill_and_reaches_the_gpus_within_the_ramp(
     for node in nodes:
         fleet.agents[node].stop()
         fleet.start_agent(node)
-    core = client.CoreV1Api(api)
-    for node in nodes:
-        await core.patch_node(node, {"metadata": {"labels": {"rack": RACK}}})
-    await create_namespace(api, NS)
-    for i, node in enumerate(nodes):
-        await create_pod(api, NS, f"train-{i}", node=node, gpus=4, annotations={"wattplane.io/priority": "low"})
-
-    async def busy() -> float | None:
-        gns = await _rack(api, nodes)
-        held = sum(1 for gn in gns.values() for g in gn.get("status", {}).get("gpus", []) if g.get("pods"))
-        total = sum(gn.get("status", {}).get("nodePowerWatts", 0.0) for gn in gns.values())
-        return total if held == 4 * len(nodes) else None
-
-    uncapped, _ = await eventually(busy, within_s=60, what=f"busy GPUs\n{fleet.logs()}")
+    uncapped = await busy_rack(fleet, api, rack=RACK, namespace=NS)
     standing = round(1.2 * uncapped)  # not binding on its own
     target = 0.5 * standing  # SIMPLE level 3 → 0.5 of the standing budget
     ramp_s = 4.0
@@ -123,7 +105,7 @@ async def test_an_event_survives_a_sigkill_and_reaches_the_gpus_within_the_ramp(
         )
 
         async def standing_shares() -> dict[str, float] | None:
-            gns = await _rack(api, nodes)
+            gns = await rack_gpunodes(api, nodes)
             shares = {n: gn["spec"].get("nodeBudgetWatts") for n, gn in gns.items()}
             return shares if all(v is not None for v in shares.values()) else None  # type: ignore[misc]
 
@@ -134,7 +116,7 @@ async def test_an_event_survives_a_sigkill_and_reaches_the_gpus_within_the_ramp(
         deadline = time.monotonic() + 40
         while len(reached) < len(nodes) and time.monotonic() < deadline:
             now = datetime.now(UTC)
-            for node, gn in (await _rack(api, nodes)).items():
+            for node, gn in (await rack_gpunodes(api, nodes)).items():
                 share = gn["spec"].get("nodeBudgetWatts")
                 power = gn.get("status", {}).get("nodePowerWatts")
                 # The event's share (half the standing budget), not the standing budget's.
@@ -160,7 +142,7 @@ async def test_an_event_survives_a_sigkill_and_reaches_the_gpus_within_the_ramp(
         sys.stderr.write(f"DR e2e: {len(reports)} report value(s) at the VTN, last {reports[-1][1]:.0f} W\n")
 
         async def released() -> bool | None:
-            gns = await _rack(api, nodes)
+            gns = await rack_gpunodes(api, nodes)
             shares = {n: gn["spec"].get("nodeBudgetWatts") for n, gn in gns.items()}
             return all(v is None or v >= 0.8 * before[n] for n, v in shares.items()) or None
 

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from controlplane import ControlPlane, Process
@@ -110,3 +111,40 @@ def fleet(
     finally:
         for process in [*fleet.agents.values(), *([fleet.operator] if fleet.operator else [])]:
             process.stop()
+
+
+async def rack_gpunodes(api: Any, nodes: list[str]) -> dict[str, dict[str, Any]]:
+    """The GpuNodes of ``nodes``, by name."""
+    from kubeapi import get_cluster_object
+
+    return {n: await get_cluster_object(api, "gpunodes", n) for n in nodes}
+
+
+def rack_power(gpunodes: dict[str, dict[str, Any]]) -> float:
+    """What the GpuNodes' agents last reported their nodes drawing, watts."""
+    return sum(gn.get("status", {}).get("nodePowerWatts", 0.0) for gn in gpunodes.values())
+
+
+async def busy_rack(fleet: Fleet, api: Any, *, rack: str, namespace: str) -> float:
+    """The rack's uncapped draw, once every node of ``fleet`` runs a low-priority 4-GPU pod.
+
+    Labels the nodes ``rack=<rack>`` and creates ``namespace`` and the pods first.
+    """
+    from kubeapi import create_namespace, create_pod, eventually
+    from kubernetes_asyncio import client
+
+    nodes = list(fleet.nodes)
+    core = client.CoreV1Api(api)
+    for node in nodes:
+        await core.patch_node(node, {"metadata": {"labels": {"rack": rack}}})
+    await create_namespace(api, namespace)
+    for i, node in enumerate(nodes):
+        await create_pod(api, namespace, f"train-{i}", node=node, gpus=4, annotations={"wattplane.io/priority": "low"})
+
+    async def busy() -> float | None:
+        gns = await rack_gpunodes(api, nodes)
+        held = sum(1 for gn in gns.values() for g in gn.get("status", {}).get("gpus", []) if g.get("pods"))
+        return rack_power(gns) if held == 4 * len(nodes) else None
+
+    uncapped, _ = await eventually(busy, within_s=60, what=f"busy GPUs\n{fleet.logs()}")
+    return uncapped
