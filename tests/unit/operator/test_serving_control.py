@@ -9,6 +9,7 @@ from wattplane.api.annotations import parse_pod_annotations
 from wattplane.api.v1alpha1.energypolicy import ServingSpec
 from wattplane.operator.serving import Buckets, Histogram, ServingSample
 from wattplane.operator.servingcontrol import ServingController, ServingGpu, objectives, settings_for
+from wattplane.planner.context import ServingKnob
 
 T0 = datetime(2026, 7, 1, 12, tzinfo=UTC)
 KEY = ("serve", "llm-0")
@@ -73,78 +74,69 @@ def test_gpus_without_known_clocks_use_the_cap_and_its_range_is_the_devices() ->
     assert settings_for(ServingSpec(knob="Cap"), H100).fixed == "cap"
 
 
+class ServedPod:
+    """A pod under the controller, scraped every 15 s (virtual) from a fake engine."""
+
+    def __init__(self, spec: ServingSpec) -> None:
+        self.clock = 0.0
+        self.controller = ServingController(clock=lambda: self.clock)
+        self.spec = spec
+        self.engine = Engine()
+        self.now = T0
+        self.joules = 0.0
+        self.reads = 0
+
+    def scrape(self, *, tpot_s: float = 0.02, ttft_s: float = 0.2, queue: float = 0.0, failed: bool = False) -> bool:
+        """One read (the first at T0, then 15 s apart); whether the knob moved."""
+        if self.reads:
+            self.now += timedelta(seconds=15)
+            self.clock += 15
+            self.joules += 1000.0
+        self.reads += 1
+        sample = None if failed else self.engine.window(tpot_s=tpot_s, ttft_s=ttft_s, requests=5, queue=queue)
+        joules = None if failed else self.joules
+        return self.controller.update(
+            KEY, "uid-1", self.spec, parse_pod_annotations({}), H100, sample, joules, self.now
+        )
+
+    def knob(self) -> ServingKnob | None:
+        return self.controller.knob_of(KEY)
+
+
 def test_a_comfortable_pod_is_probed_down_and_backs_off_within_one_scrape_when_latency_climbs() -> None:
-    clock = [0.0]
-    controller = ServingController(clock=lambda: clock[0])
-    spec = ServingSpec(tpot_p90_ms=100.0, ttft_p90_ms=2000.0, settle_seconds=0.0, backoff_seconds=60.0)
-    engine = Engine()
-    intent = parse_pod_annotations({})
-    now = T0
-    assert not controller.update(
-        KEY, "uid-1", spec, intent, H100, engine.window(tpot_s=0.02, ttft_s=0.2, requests=5), 0.0, now
-    )
+    pod = ServedPod(ServingSpec(tpot_p90_ms=100.0, ttft_p90_ms=2000.0, settle_seconds=0.0, backoff_seconds=60.0))
+    assert not pod.scrape()
     lowered = []
-    for i in range(1, 6):
-        now += timedelta(seconds=15)
-        clock[0] += 15
-        sample = engine.window(tpot_s=0.02, ttft_s=0.2, requests=5)
-        controller.update(KEY, "uid-1", spec, intent, H100, sample, 1000.0 * i, now)
-        knob = controller.knob_of(KEY)
+    for _ in range(5):
+        pod.scrape()
+        knob = pod.knob()
         lowered.append(knob.value if knob else None)
     assert lowered[-1] is not None and lowered[-1] < 1980.0  # probing went down, step by step
     assert all(a is None or b is None or b <= a for a, b in itertools.pairwise(lowered))
     # The next window's p90 TPOT is at 95 % of the objective: the knob goes up in this very update.
-    now += timedelta(seconds=15)
-    clock[0] += 15
-    before = controller.knob_of(KEY)
-    moved = controller.update(
-        KEY, "uid-1", spec, intent, H100, engine.window(tpot_s=0.095, ttft_s=0.2, requests=5), 7000.0, now
-    )
-    after = controller.knob_of(KEY)
+    before = pod.knob()
+    moved = pod.scrape(tpot_s=0.095)
+    after = pod.knob()
     assert moved
     assert before is not None and (after is None or after.value > before.value)
 
 
 def test_a_queue_past_its_bound_releases_the_knob_and_a_gone_pod_is_forgotten() -> None:
-    clock = [0.0]
-    controller = ServingController(clock=lambda: clock[0])
-    spec = ServingSpec(settle_seconds=0.0, queue_bound=8.0)
-    engine = Engine()
-    intent = parse_pod_annotations({})
-    now = T0
-    controller.update(KEY, "u", spec, intent, H100, engine.window(tpot_s=0.02, ttft_s=0.2, requests=5), 0.0, now)
-    for i in range(1, 4):
-        now += timedelta(seconds=15)
-        clock[0] += 15
-        controller.update(
-            KEY, "u", spec, intent, H100, engine.window(tpot_s=0.02, ttft_s=0.2, requests=5), 1e3 * i, now
-        )
-    assert controller.knob_of(KEY) is not None
-    now += timedelta(seconds=15)
-    clock[0] += 15
-    queued = engine.window(tpot_s=0.02, ttft_s=0.2, requests=5, queue=20.0)
-    assert controller.update(KEY, "u", spec, intent, H100, queued, 5e3, now)
-    assert controller.knob_of(KEY) is None  # released: the default, no lock, no cap
-    controller.retain([])
-    assert controller.snapshot() == {}
+    pod = ServedPod(ServingSpec(settle_seconds=0.0, queue_bound=8.0))
+    for _ in range(4):
+        pod.scrape()
+    assert pod.knob() is not None
+    assert pod.scrape(queue=20.0)
+    assert pod.knob() is None  # released: the default, no lock, no cap
+    pod.controller.retain([])
+    assert pod.controller.snapshot() == {}
 
 
 def test_a_failed_read_keeps_the_knob() -> None:
-    clock = [0.0]
-    controller = ServingController(clock=lambda: clock[0])
-    spec = ServingSpec(settle_seconds=0.0)
-    engine = Engine()
-    intent = parse_pod_annotations({})
-    now = T0
-    controller.update(KEY, "u", spec, intent, H100, engine.window(tpot_s=0.02, ttft_s=0.2, requests=5), 0.0, now)
-    for i in range(1, 4):
-        now += timedelta(seconds=15)
-        clock[0] += 15
-        controller.update(
-            KEY, "u", spec, intent, H100, engine.window(tpot_s=0.02, ttft_s=0.2, requests=5), 1e3 * i, now
-        )
-    knob = controller.knob_of(KEY)
+    pod = ServedPod(ServingSpec(settle_seconds=0.0))
+    for _ in range(4):
+        pod.scrape()
+    knob = pod.knob()
     assert knob is not None
-    now += timedelta(seconds=15)
-    assert not controller.update(KEY, "u", spec, intent, H100, None, None, now)
-    assert controller.knob_of(KEY) == knob
+    assert not pod.scrape(failed=True)
+    assert pod.knob() == knob
