@@ -79,13 +79,19 @@ def _serving_spec(policy: PolicyView | None) -> ServingSpec | None:
 
 
 def _serving_gpus(snapshot: FleetSnapshot, keys: Iterable[PodKey]) -> dict[PodKey, ServingGpu]:
-    """The GPU each serving pod runs on (its first, in report order): what sets its knob ranges."""
-    wanted = set(keys)
+    """The GPU each serving pod runs on (its first on its node, in report order): what sets its knob ranges.
+
+    Only the pods' own nodes are looked at: this runs at every serving scrape, on fleets of any size.
+    """
     out: dict[PodKey, ServingGpu] = {}
-    for gpu in snapshot.gpus:
-        for key in gpu.pods:
-            if key in wanted and key not in out:
-                out[key] = ServingGpu(model=gpu.model, min_watts=gpu.min_watts, max_watts=gpu.max_watts)
+    by_node = snapshot.gpus_by_node
+    for key in keys:
+        pod = snapshot.pods.get(key)
+        if pod is None or pod.node is None:
+            continue
+        gpu = next((g for g in by_node.get(pod.node, ()) if key in g.pods), None)
+        if gpu is not None:
+            out[key] = ServingGpu(model=gpu.model, min_watts=gpu.min_watts, max_watts=gpu.max_watts)
     return out
 
 
